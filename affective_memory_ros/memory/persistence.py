@@ -1,0 +1,176 @@
+"""One affective memory <-> one safetensors file.
+
+Why safetensors: it holds raw arrays plus a string->string metadata map and
+cannot execute code on load (unlike pickle). The file carries a format name and
+version so a foreign or newer file is refused instead of misread, and every
+array is checked for shape, dtype, range and finiteness before a network is
+built from it. Writes go through :func:`~affective_memory_ros.atomic_io.atomic_write_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from ..atomic_io import atomic_write_bytes
+from .config import GWRConfig
+from .gwr import GrowingWhenRequired
+
+FORMAT_NAME = "affective_memory_ros.gwr"
+FORMAT_VERSION = 1
+FILE_SUFFIX = ".safetensors"
+#: Refuse absurd headers before allocating anything (a memory's header is ~2 kB).
+_MAX_HEADER_BYTES = 1 << 20
+
+_DTYPES = {
+    "weights": np.float32,
+    "habituation": np.float32,
+    "labels": np.float32,
+    "neighbors": np.int32,
+    "edge_ages": np.int32,
+    "born": np.int64,
+}
+
+
+class MemoryFileError(ValueError):
+    """A memory file is truncated, corrupt, foreign, or from a newer version.
+
+    The file is never modified when this is raised.
+    """
+
+
+def memory_to_bytes(net: GrowingWhenRequired, extra: dict[str, str] | None = None) -> bytes:
+    """Serialise ``net``; ``extra`` is caller metadata (e.g. person_id)."""
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "config": net.config.to_json(),
+        "counters": json.dumps(net.counters(), sort_keys=True),
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
+    return st_save(net.state_arrays(), metadata=metadata)
+
+
+def save_memory(net: GrowingWhenRequired, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
+    """Write ``net`` to ``path`` atomically (temp file, fsync, rename)."""
+    return atomic_write_bytes(path, memory_to_bytes(net, extra))
+
+
+def load_memory(path: str | os.PathLike[str]) -> tuple[GrowingWhenRequired, dict[str, str]]:
+    """Read a memory file; returns the network and the caller metadata saved with it."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise MemoryFileError(f"{p}: cannot read: {exc}") from exc
+    try:
+        return memory_from_bytes(data)
+    except MemoryFileError as exc:
+        raise MemoryFileError(f"{p}: {exc}") from None
+
+
+def memory_from_bytes(data: bytes) -> tuple[GrowingWhenRequired, dict[str, str]]:
+    metadata = _read_metadata(data)
+    fmt = metadata.get("format")
+    if fmt != FORMAT_NAME:
+        raise MemoryFileError(f"not an affective memory file (format {fmt!r}, expected {FORMAT_NAME!r})")
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise MemoryFileError(f"unreadable format_version {metadata.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise MemoryFileError(
+            f"memory file format version {version} is newer than this software supports ({FORMAT_VERSION}); "
+            "upgrade affective_memory_ros to read it")
+    if version < 1:
+        raise MemoryFileError(f"invalid format_version {version}")
+    try:
+        config = GWRConfig.from_json(metadata["config"])
+        counters = json.loads(metadata["counters"])
+        extra = json.loads(metadata.get("extra", "{}"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MemoryFileError(f"corrupt metadata: {exc}") from None
+    if not (isinstance(counters, dict) and all(isinstance(v, int) and v >= 0 for v in counters.values())
+            and set(counters) == {"steps", "labelled_steps", "insertions", "removals"}):
+        raise MemoryFileError("corrupt metadata: bad counters")
+    if not (isinstance(extra, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items())):
+        raise MemoryFileError("corrupt metadata: extra must map strings to strings")
+    try:
+        arrays = st_load(data)
+    except Exception as exc:  # safetensors raises its own error types for bad payloads
+        raise MemoryFileError(f"corrupt tensor data: {exc}") from None
+    _validate_arrays(arrays, config)
+    return GrowingWhenRequired.from_state(config, arrays, counters), extra
+
+
+def _read_metadata(data: bytes) -> dict[str, Any]:
+    # safetensors layout: u64 little-endian header length, JSON header, payload.
+    if len(data) < 8:
+        raise MemoryFileError(f"truncated file ({len(data)} bytes)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > _MAX_HEADER_BYTES or 8 + header_len > len(data):
+        raise MemoryFileError("truncated or corrupt header")
+    try:
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise MemoryFileError("corrupt header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise MemoryFileError("corrupt header")
+    metadata = header.get("__metadata__")
+    if not isinstance(metadata, dict):
+        raise MemoryFileError("not an affective memory file (no metadata)")
+    payload_end = max((int(v["data_offsets"][1]) for k, v in header.items()
+                       if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    if 8 + header_len + payload_end != len(data):
+        raise MemoryFileError("truncated or padded tensor data")
+    return metadata
+
+
+def _validate_arrays(arrays: dict[str, np.ndarray], config: GWRConfig) -> None:
+    if set(arrays) != set(_DTYPES):
+        raise MemoryFileError(f"unexpected arrays {sorted(arrays)}; expected {sorted(_DTYPES)}")
+    for name, dtype in _DTYPES.items():
+        if arrays[name].dtype != dtype:
+            raise MemoryFileError(f"array {name!r} has dtype {arrays[name].dtype}, expected {np.dtype(dtype)}")
+    n = arrays["weights"].shape[0]
+    expected = {
+        "weights": (n, config.dim),
+        "habituation": (n,),
+        "labels": (n, config.label_dim),
+        "neighbors": (n, config.max_degree),
+        "edge_ages": (n, config.max_degree),
+        "born": (n,),
+    }
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise MemoryFileError(f"array {name!r} has shape {arrays[name].shape}, expected {shape}")
+    if n > config.max_neurons:
+        raise MemoryFileError(f"{n} neurons exceed the file's own cap of {config.max_neurons}")
+    for name in ("weights", "habituation", "labels"):
+        if not np.isfinite(arrays[name]).all():
+            raise MemoryFileError(f"array {name!r} contains NaN or infinite values")
+    h = arrays["habituation"]
+    if ((h < 0) | (h > 1)).any():
+        raise MemoryFileError("habituation outside [0, 1]")
+    nb = arrays["neighbors"]
+    if ((nb < -1) | (nb >= n)).any():
+        raise MemoryFileError("edge endpoints out of range")
+    if (arrays["edge_ages"] < 0).any():
+        raise MemoryFileError("negative edge ages")
+    rows, slots = np.nonzero(nb >= 0)
+    cols = nb[rows, slots]
+    if (rows == cols).any():
+        raise MemoryFileError("self-loop edges")
+    ages = arrays["edge_ages"][rows, slots]
+    forward = dict(zip(zip(rows.tolist(), cols.tolist(), strict=True), ages.tolist(), strict=True))
+    if len(forward) != rows.size or any(forward.get((j, i)) != age for (i, j), age in forward.items()):
+        raise MemoryFileError("edge lists are not symmetric, repeat an edge, or disagree on an edge's age")
