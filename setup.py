@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 setup(
     packages=find_packages(include=["affective_memory_ros", "affective_memory_ros.*"]),
-    package_data={"affective_memory_ros": ["models/*.safetensors", "models/*.json"]},
+    package_data={"affective_memory_ros": ["models/*.safetensors", "models/*.json", "models/*.md"]},
     install_requires=[
         "numpy",
         "opencv-python-headless<5",

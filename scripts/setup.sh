@@ -35,7 +35,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
       exit 1
     fi
   }
-  pip_install -r requirements/ros.txt -r requirements/ml.txt -r requirements/test.txt
+  pip_install -r requirements/ros.txt -r requirements/ml.txt -r requirements/perception.txt \
+    -r requirements/test.txt
   # Packages whose metadata over-constrains (GUI OpenCV, old numpy): no deps.
   if grep -qvE '^[[:space:]]*(#|$)' requirements/nodeps.txt; then
     pip_install --no-deps -r requirements/nodeps.txt

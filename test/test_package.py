@@ -93,3 +93,17 @@ def test_cli_bench_memory_prints_json() -> None:
     assert set(report["scaling"]) == {"100", "300"}
     assert report["scaling"]["100"]["step_us_median"] > 0
     assert 0 < report["state_bytes_at_2000"] < 1_500_000
+
+
+def test_cli_bench_perception_prints_json(media_dir: Path) -> None:
+    import json
+    import shutil
+
+    exe = shutil.which("affective-memory")
+    assert exe
+    out = subprocess.run([exe, "bench-perception", "--frames", "12", "--device", "cpu",
+                          "--video", str(media_dir / "single_face.mp4")],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    report = json.loads(out)
+    full = report["results"]["blazeface_full@cpu"]
+    assert full["faces_per_frame"] == 1.0 and full["total_ms_median"] > 0

@@ -59,8 +59,11 @@ def memory_to_bytes(net: GrowingWhenRequired, extra: dict[str, str] | None = Non
 
 
 def save_memory(net: GrowingWhenRequired, path: str | os.PathLike[str], extra: dict[str, str] | None = None) -> Path:
-    """Write ``net`` to ``path`` atomically (temp file, fsync, rename)."""
-    return atomic_write_bytes(path, memory_to_bytes(net, extra))
+    """Write ``net`` to ``path`` atomically (temp file, fsync, rename).
+
+    The file is readable by its owner only: a memory is personal data.
+    """
+    return atomic_write_bytes(path, memory_to_bytes(net, extra), mode=0o600)
 
 
 def load_memory(path: str | os.PathLike[str]) -> tuple[GrowingWhenRequired, dict[str, str]]:

@@ -1,0 +1,1 @@
+"""Perception: face detection, tracking with re-identification, aligned crops. ROS-free."""

@@ -1,0 +1,88 @@
+"""Per-stage cost of perception on real frames, as JSON-ready numbers."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ..video import read_video
+from .align import crop_faces
+from .detectors import make_detector
+from .tracking import PersonTracker
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(float(np.median(samples)) * 1e3, 3)
+
+
+def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[int, int] = (640, 480)) -> dict[str, Any]:
+    clip = [_letterbox(f, size) for f in read_video(video, max_frames=frames)]
+    report: dict[str, Any] = {
+        "benchmark": "affective_memory.perception",
+        "video": video.name, "frame_size": list(size), "frames": len(clip),
+        "machine": {"cpu": platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "results": {},
+    }
+    for device in devices:
+        for name in ("blazeface_full", "blazeface_short", "haar"):
+            if name == "haar" and device != "cpu":
+                continue
+            detector = make_detector(name, device)
+            tracker = PersonTracker(seed=0)
+            detector(clip[:3])  # warm-up
+            det_t, trk_t, crop_t, faces = [], [], [], 0
+            for i, frame in enumerate(clip):
+                t0 = time.perf_counter()
+                dets = detector([frame])[0]
+                _sync(device)
+                t1 = time.perf_counter()
+                crops = crop_faces(frame, dets)
+                t2 = time.perf_counter()
+                tracker.update(dets, crops, i / 30)
+                t3 = time.perf_counter()
+                det_t.append(t1 - t0)
+                crop_t.append(t2 - t1)
+                trk_t.append(t3 - t2)
+                faces += len(dets)
+            total = [a + b + c for a, b, c in zip(det_t, crop_t, trk_t, strict=True)]
+            entry: dict[str, Any] = {
+                "detect_ms_median": _median_ms(det_t), "crop_ms_median": _median_ms(crop_t),
+                "track_ms_median": _median_ms(trk_t), "total_ms_median": _median_ms(total),
+                "total_ms_p90": round(float(np.percentile(total, 90)) * 1e3, 3),
+                "faces_per_frame": round(faces / len(clip), 3),
+            }
+            if name != "haar":
+                batch = np.stack(clip[:8])
+                detector(batch)
+                _sync(device)
+                t0 = time.perf_counter()
+                reps = 5
+                for _ in range(reps):
+                    found = sum(len(d) for d in detector(batch))
+                _sync(device)
+                entry["batch8_faces_per_s"] = round(found * reps / (time.perf_counter() - t0), 1)
+                entry["batch8_frames_per_s"] = round(8 * reps / (time.perf_counter() - t0), 1)
+            report["results"][f"{name}@{device}"] = entry
+    return report
+
+
+def _letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Fit the frame into (width, height) without distorting faces; pad with black."""
+    w, h = size
+    scale = min(w / frame.shape[1], h / frame.shape[0])
+    resized = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)))
+    top, left = (h - resized.shape[0]) // 2, (w - resized.shape[1]) // 2
+    return cv2.copyMakeBorder(resized, top, h - resized.shape[0] - top, left, w - resized.shape[1] - left,
+                              cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
