@@ -29,6 +29,144 @@ def _bench_perception(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pk_data(args: argparse.Namespace) -> tuple[object, object]:
+    """(train, held-out) CropSets from the data arguments; held-out split by group hash."""
+    from .perception.detectors import make_detector
+    from .pk.data import build_dataset, held_out
+
+    if len(args.affectnet) % 2:
+        raise SystemExit("--affectnet takes CSV and IMAGE_ROOT pairs")
+    affectnet = list(zip(args.affectnet[::2], args.affectnet[1::2], strict=True))
+    data = build_dataset(labels_csv=args.labels_csv, affectnet=affectnet, unlabelled=args.unlabelled,
+                         videos=args.video, detector=make_detector("blazeface_short"), cache_dir=args.cache)
+    if len(data) == 0:
+        raise SystemExit("no faces found in the given data")
+    val = held_out(data.groups, args.holdout)
+    return data.subset(~val), data.subset(val)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels-csv", action="append", default=[], metavar="DIR",
+                   help="folder with labels.csv (file, valence, arousal) and its images; repeatable")
+    p.add_argument("--affectnet", nargs="*", default=[], metavar="CSV IMAGE_ROOT",
+                   help="AffectNet CSV and its image root (pairs); -2 labels count as missing")
+    p.add_argument("--unlabelled", action="append", default=[], metavar="DIR",
+                   help="folder of unlabelled face images (files <id>_*.jpg group by person); repeatable")
+    p.add_argument("--video", action="append", default=[], help="unlabelled video (every 5th frame); repeatable")
+    p.add_argument("--holdout", type=float, default=0.15, help="held-out fraction (by hashed group)")
+    p.add_argument("--cache", default=".cache/pk", help="where aligned crops are cached")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .pk.model import PKConfig
+    from .pk.train import Lambdas, TrainConfig, Trainer
+
+    train, val = _pk_data(args)
+    cfg = TrainConfig(out_dir=args.out, model=PKConfig(width=args.width, use_prior=not args.no_prior,
+                                                       use_real=not args.no_real, use_em=not args.no_em),
+                      lambdas=Lambdas(em=args.lambda_em), edit_weight=args.edit_weight, epochs=args.epochs,
+                      batch_size=args.batch_size, seed=args.seed, device=args.device, amp=not args.no_amp,
+                      checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+                      iden_weights=args.vgg_face, num_threads=args.threads)
+    provenance = {"data": {"labels_csv": args.labels_csv, "affectnet": args.affectnet, "unlabelled": args.unlabelled,
+                           "videos": [Path(v).name for v in args.video], "holdout": args.holdout,
+                           "train_faces": len(train), "train_labelled": int(train.labelled.sum()),
+                           "heldout_faces": len(val), "heldout_labelled": int(val.labelled.sum()),
+                           "skipped": train.skipped}}
+    trainer = Trainer(cfg, train, val, provenance)
+    if args.resume:
+        trainer.resume(args.resume)
+    summary = trainer.fit()
+    if args.export and trainer.rank == 0:
+        trainer.export(args.export, summary)
+        print(f"exported inference model to {args.export}")
+    print(json.dumps({"steps": trainer.step, "epochs": trainer.epoch, "heldout": summary}))
+    return 0
+
+
+def _eval_pk(args: argparse.Namespace) -> int:
+    from .pk.evaluate import ablation_table, evaluate_models
+
+    _, val = _pk_data(args)
+    results = evaluate_models(args.model, val, post_train=None)
+    print(json.dumps(results, indent=2))
+    if args.table:
+        Path(args.table).write_text(ablation_table(results))
+        print(f"wrote {args.table}")
+    return 0
+
+
+def _pipeline_config(args: argparse.Namespace) -> object:
+    from .pipeline import PipelineConfig
+
+    return PipelineConfig(detector=args.detector, device=args.device, precision=args.precision,
+                          pk_model=args.pk_model, init_frames=args.init_frames, edits_per_frame=args.edits_per_frame,
+                          seed=args.seed)
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--detector", default="blazeface_full", choices=("blazeface_full", "blazeface_short", "haar"))
+    p.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
+    p.add_argument("--init-frames", type=int, default=25)
+    p.add_argument("--edits-per-frame", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+
+
+RUN_COLUMNS = ("frame", "time", "person_id", "arousal", "valence", "pk_arousal", "pk_valence", "confidence",
+               "seeding", "neurons", "box_x1", "box_y1", "box_x2", "box_y2")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import csv
+
+    from tqdm import tqdm
+
+    from .pipeline import AffectPipeline
+    from .recordings import recording_frames
+
+    pipeline = AffectPipeline(_pipeline_config(args))  # type: ignore[arg-type]
+    out = Path(args.out or Path(args.recording).with_suffix(".av.csv").name)
+    count = 0
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(RUN_COLUMNS)
+        for index, (t, frame) in enumerate(tqdm(recording_frames(args.recording, args.topic), unit="frame",
+                                                desc=Path(args.recording).name, disable=args.quiet)):
+            for e in pipeline.process(frame, t):
+                writer.writerow([index, f"{t:.4f}", e.person_id, f"{e.arousal:.4f}", f"{e.valence:.4f}",
+                                 f"{e.pk_arousal:.4f}", f"{e.pk_valence:.4f}", f"{e.confidence:.4f}", int(e.seeding),
+                                 e.num_neurons, *(f"{v:.1f}" for v in e.box)])
+                count += 1
+    print(f"wrote {count} rows for {len(pipeline.persons)} person(s) to {out}")
+    if args.plot:
+        from .evaluation import read_rows
+        from .visualize import plot_timeline
+
+        plot_timeline(read_rows(out), args.plot, title=Path(args.recording).name)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import match, read_rows, score
+
+    pairs = match(read_rows(args.annotations), read_rows(args.predictions), args.tolerance)
+    if not pairs:
+        raise SystemExit("no annotation matched a prediction (same person_id and frame or time)")
+    print(json.dumps(score(pairs), indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .pipeline_benchmark import run
+
+    report = run(Path(args.video), _pipeline_config(args), frames=args.frames, replicate=args.faces)  # type: ignore[arg-type]
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _media(name: str) -> str:
     return str(Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media")) / name)
 
@@ -46,12 +184,66 @@ def build_parser() -> argparse.ArgumentParser:
     perc.add_argument("--frames", type=int, default=120)
     perc.add_argument("--device", default="auto", help="auto (CPU, and CUDA when present), cpu or cuda")
     perc.set_defaults(func=_bench_perception)
+
+    run = sub.add_parser("run", help="run P-AffMem on a video file, rosbag2 folder or MCAP file; write a CSV")
+    run.add_argument("recording", help="video file, rosbag2 folder or .mcap with sensor_msgs/Image")
+    run.add_argument("--topic", help="image topic in a bag (needed when it has several)")
+    run.add_argument("--out", help="CSV path (default: <recording>.av.csv in the current folder)")
+    run.add_argument("--plot", help="also write the arousal/valence timeline PNG here")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_pipeline_args(run)
+    run.set_defaults(func=_run)
+
+    ev = sub.add_parser("eval", help="CCC per person and overall of a run CSV against annotations")
+    ev.add_argument("annotations", help="CSV: frame or time, person_id, arousal, valence")
+    ev.add_argument("predictions", help="CSV written by 'affective-memory run'")
+    ev.add_argument("--tolerance", type=float, default=0.05, help="time matching tolerance (s)")
+    ev.set_defaults(func=_eval)
+
+    bench_all = sub.add_parser("bench", help="end-to-end frames/s and per-stage ms on a real clip (JSON)")
+    bench_all.add_argument("--video", default=_media("WolfgangLanger_Pexels.mp4"))
+    bench_all.add_argument("--frames", type=int, default=200)
+    bench_all.add_argument("--faces", type=int, default=1, help="tile the frame to show this many faces")
+    _add_pipeline_args(bench_all)
+    bench_all.set_defaults(func=_bench)
+
+    train = sub.add_parser("train", help="train the PK model (CPU, CUDA, or torchrun for several GPUs)")
+    _add_data_args(train)
+    train.add_argument("--out", default="runs/pk", help="run folder: checkpoints, metrics.csv, val.csv")
+    train.add_argument("--export", help="write the inference model (E, G, D_em, fp16) here when done")
+    train.add_argument("--width", type=int, default=64, help="base channels (64: the paper's size)")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--batch-size", type=int, default=48)
+    train.add_argument("--lambda-em", type=float, default=0.02)
+    train.add_argument("--edit-weight", type=float, default=0.1, help="weight of the edit-consistency loss (0: off)")
+    train.add_argument("--no-prior", action="store_true", help="ablation: no D_prior")
+    train.add_argument("--no-real", action="store_true", help="ablation: no D_real")
+    train.add_argument("--no-em", action="store_true", help="ablation: D_em only post-trained on frozen z")
+    train.add_argument("--vgg-face", help="VGG-Face weights (torchvision VGG-16 keys) to enable L_iden")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--resume", help="training checkpoint to resume from")
+    train.set_defaults(func=_train)
+
+    evalpk = sub.add_parser("eval-pk", help="CCC/RMSE of PK models on the held-out split; ablation table")
+    _add_data_args(evalpk)
+    evalpk.add_argument("--model", action="append", required=True, help="inference model file; repeatable")
+    evalpk.add_argument("--table", help="write a Markdown table in the paper's Table 2 format here")
+    evalpk.set_defaults(func=_eval_pk)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"affective-memory {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

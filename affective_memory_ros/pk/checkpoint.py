@@ -1,0 +1,127 @@
+"""PK files: training checkpoints (resumable) and the small inference model.
+
+* ``*.safetensors`` hold weights and a JSON config/provenance in metadata.
+* Optimiser state for resuming goes to a sibling ``*.optim.pt`` written with
+  ``torch.save`` and read with ``torch.load(weights_only=True)``: tensors and
+  plain containers only, never arbitrary objects.
+* The inference model keeps only E, G and D_em, in float16.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..atomic_io import atomic_write_bytes
+from .model import PK, PKConfig
+
+TRAIN_FORMAT = "affective_memory_ros.pk.train"
+INFERENCE_FORMAT = "affective_memory_ros.pk"
+FORMAT_VERSION = 1
+INFERENCE_PARTS = ("encoder", "generator", "emotion")
+
+
+class CheckpointError(ValueError):
+    """A PK file is corrupt, foreign, or from a newer version."""
+
+
+def _metadata(path: Path, data: bytes) -> dict[str, str]:
+    import struct
+
+    if len(data) < 8:
+        raise CheckpointError(f"{path}: truncated file")
+    (n,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError:
+        raise CheckpointError(f"{path}: not a safetensors file") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: no metadata; not a PK file")
+    return meta
+
+
+def _check(path: Path, meta: dict[str, str], fmt: str) -> None:
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {fmt!r}")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{path}: unreadable format_version") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version} is newer than supported ({FORMAT_VERSION})")
+
+
+def save_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers: dict[str, Any], step: int,
+                             epoch: int, train_config: str, provenance: dict[str, Any],
+                             generators: dict[str, torch.Generator] | None = None) -> Path:
+    p = Path(path)
+    meta = {"format": TRAIN_FORMAT, "format_version": str(FORMAT_VERSION), "config": model.cfg.to_json(),
+            "train_config": train_config, "provenance": json.dumps(provenance, sort_keys=True, default=str),
+            "step": str(step), "epoch": str(epoch)}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optim = {name: opt.state_dict() for name, opt in optimizers.items() if opt is not None}
+    buffer = io.BytesIO()
+    rng = {name: g.get_state() for name, g in (generators or {}).items()}
+    torch.save({"step": step, "epoch": epoch, "optimizers": optim, "rng": rng}, buffer)
+    atomic_write_bytes(p.with_suffix(".optim.pt"), buffer.getvalue())
+    return atomic_write_bytes(p, st_save(state, metadata=meta))
+
+
+def load_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers: dict[str, Any],
+                             generators: dict[str, torch.Generator] | None = None) -> tuple[int, int]:
+    p = Path(path)
+    data = p.read_bytes()
+    meta = _metadata(p, data)
+    _check(p, meta, TRAIN_FORMAT)
+    if PKConfig.from_json(meta["config"]) != model.cfg:
+        raise CheckpointError(f"{p}: checkpoint config {meta['config']} differs from the model's")
+    try:
+        model.load_state_dict(st_load(data))
+    except Exception as exc:
+        raise CheckpointError(f"{p}: corrupt weights: {exc}") from None
+    extra = torch.load(p.with_suffix(".optim.pt"), map_location="cpu", weights_only=True)
+    for name, opt in optimizers.items():
+        if opt is not None and name in extra["optimizers"]:
+            opt.load_state_dict(extra["optimizers"][name])
+    for name, gen in (generators or {}).items():
+        if name in extra.get("rng", {}):
+            gen.set_state(extra["rng"][name])
+    return int(extra["step"]), int(extra["epoch"])
+
+
+def save_inference_model(path: str | os.PathLike[str], model: PK, provenance: dict[str, Any]) -> Path:
+    """E, G and D_em in float16 with config and provenance: what the node needs."""
+    state = {k: v.detach().cpu().half().contiguous() for k, v in model.state_dict().items()
+             if k.split(".")[0] in INFERENCE_PARTS}
+    meta = {"format": INFERENCE_FORMAT, "format_version": str(FORMAT_VERSION), "config": model.cfg.to_json(),
+            "provenance": json.dumps(provenance, sort_keys=True, default=str)}
+    return atomic_write_bytes(path, st_save(state, metadata=meta))
+
+
+def load_inference_model(path: str | os.PathLike[str]) -> tuple[PK, dict[str, Any]]:
+    """A PK with E, G and D_em loaded (float32) and no discriminators, plus its provenance."""
+    p = Path(path)
+    data = p.read_bytes()
+    meta = _metadata(p, data)
+    _check(p, meta, INFERENCE_FORMAT)
+    try:
+        cfg = PKConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{p}: bad config: {exc}") from None
+    model = PK(PKConfig(z_dim=cfg.z_dim, width=cfg.width, use_prior=False, use_real=False, use_em=cfg.use_em))
+    try:
+        state = {k: v.float() for k, v in st_load(data).items()}
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:
+        raise CheckpointError(f"{p}: weights do not fit the PK ({exc})") from None
+    if not all(torch.isfinite(v).all() for v in state.values()):
+        raise CheckpointError(f"{p}: weights contain NaN or infinite values")
+    return model.eval(), json.loads(meta.get("provenance", "{}"))

