@@ -167,6 +167,17 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_pk(args: argparse.Namespace) -> int:
+    import torch
+
+    from .pk.benchmark import run
+
+    devices = ("cpu", "cuda") if torch.cuda.is_available() and args.device == "auto" else (
+        ("cpu",) if args.device == "auto" else (args.device,))
+    print(json.dumps(run(args.pk_model, devices), indent=2))
+    return 0
+
+
 def _media(name: str) -> str:
     return str(Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media")) / name)
 
@@ -206,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_all.add_argument("--faces", type=int, default=1, help="tile the frame to show this many faces")
     _add_pipeline_args(bench_all)
     bench_all.set_defaults(func=_bench)
+
+    bench_pk = sub.add_parser("bench-pk", help="PK encoder faces/s (batch 1, 8, 64) and training steps/s (JSON)")
+    bench_pk.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
+    bench_pk.add_argument("--device", default="auto", help="auto (CPU, and CUDA when present), cpu or cuda")
+    bench_pk.set_defaults(func=_bench_pk)
 
     train = sub.add_parser("train", help="train the PK model (CPU, CUDA, or torchrun for several GPUs)")
     _add_data_args(train)

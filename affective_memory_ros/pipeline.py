@@ -27,8 +27,9 @@ import numpy as np
 from .memory import GrowingWhenRequired, GWRConfig, load_memory, save_memory
 from .perception.align import crop_faces
 from .perception.detectors import make_detector
-from .perception.tracking import DEFAULT_REID_THRESHOLD, PersonTracker, is_valid_person_id
+from .perception.tracking import DEFAULT_REID_THRESHOLD, PersonTracker
 from .pk.inference import PKRuntime
+from .store import check_person_id
 
 #: Default activity distance scale for the PK's 50-d tanh codes (see docs/pipeline.md).
 DEFAULT_DISTANCE_SCALE = 2.0
@@ -116,7 +117,11 @@ class StageTimes:
 
 class AffectPipeline:
     def __init__(self, config: PipelineConfig | None = None,
-                 on_evict: Callable[[str, PersonState], None] | None = None) -> None:
+                 on_evict: Callable[[str, PersonState], None] | None = None,
+                 on_new_person: Callable[[str], PersonState | None] | None = None) -> None:
+        """``on_evict`` receives a memory pushed out of RAM (the node saves it);
+        ``on_new_person`` may return a saved memory for a person not in RAM (the
+        node loads it from its store), else a fresh memory is created."""
         self.config = cfg = config or PipelineConfig()
         self.pk = PKRuntime(cfg.pk_model, cfg.device, cfg.precision)
         self.detector = make_detector(cfg.detector, self.pk.device)
@@ -127,6 +132,7 @@ class AffectPipeline:
         self.memory_config = memory_cfg
         self.persons: OrderedDict[str, PersonState] = OrderedDict()  # least recently seen first
         self.on_evict = on_evict
+        self.on_new_person = on_new_person
         self._rng = np.random.default_rng(cfg.seed)
         self.times = StageTimes()
 
@@ -158,6 +164,7 @@ class AffectPipeline:
                 pid, dets.boxes[i].copy(), float(np.clip(recall.arousal, -1, 1)),
                 float(np.clip(recall.valence, -1, 1)), float(pk_av[i, 0]), float(pk_av[i, 1]),
                 float(recall.activity), seeding, state.memory.num_neurons))
+        self._evict_if_needed(keep=set(ids))
         t6 = time.perf_counter()
         self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
         return estimates
@@ -176,18 +183,24 @@ class AffectPipeline:
 
     def _person(self, person_id: str, timestamp: float) -> PersonState:
         state = self.persons.get(person_id)
+        if state is None and self.on_new_person is not None:
+            state = self.on_new_person(person_id)
+            if state is not None:
+                self.persons[person_id] = state
         if state is None:
             state = PersonState(GrowingWhenRequired(self.memory_config), 0, timestamp)
             self.persons[person_id] = state
-            self._evict_if_needed(keep=person_id)
         self.persons.move_to_end(person_id)
         return state
 
-    def _evict_if_needed(self, keep: str) -> None:
-        while len(self.persons) > self.config.max_persons:
-            victim = next(iter(self.persons))
-            if victim == keep:
-                break
+    def _evict_if_needed(self, keep: set[str]) -> None:
+        """Hand the least recently seen memories beyond ``max_persons`` to ``on_evict``.
+
+        Persons in ``keep`` (those of the current frame) are never evicted, so a
+        frame with more faces than ``max_persons`` holds them all until it is done.
+        """
+        excess = len(self.persons) - self.config.max_persons
+        for victim in [pid for pid in self.persons if pid not in keep][: max(excess, 0)]:
             state = self.persons.pop(victim)
             if self.on_evict is not None:
                 self.on_evict(victim, state)
@@ -204,11 +217,11 @@ class AffectPipeline:
 
     def reset_person(self, person_id: str) -> bool:
         """Forget a person's memory; it is re-created and re-seeded when they are next seen."""
-        _check_id(person_id)
+        check_person_id(person_id)
         return self.persons.pop(person_id, None) is not None
 
     def save_person(self, person_id: str, path: str | os.PathLike[str]) -> Path:
-        _check_id(person_id)
+        check_person_id(person_id)
         state = self.persons.get(person_id)
         if state is None:
             raise KeyError(f"unknown person {person_id!r}")
@@ -216,17 +229,12 @@ class AffectPipeline:
 
     def load_person(self, person_id: str, path: str | os.PathLike[str]) -> PersonState:
         """Replace (or create) a person's memory from a file; refuses foreign memories."""
-        _check_id(person_id)
+        check_person_id(person_id)
         state = load_person_state(path, expected_dim=self.memory_config.dim)
         self.persons[person_id] = state
         self.persons.move_to_end(person_id)
-        self._evict_if_needed(keep=person_id)
+        self._evict_if_needed(keep={person_id})
         return state
-
-
-def _check_id(person_id: str) -> None:
-    if not is_valid_person_id(person_id):
-        raise ValueError(f"invalid person ID {person_id!r}: expected [a-z][a-z0-9_]{{0,62}}")
 
 
 def save_person_state(person_id: str, state: PersonState, path: str | os.PathLike[str]) -> Path:

@@ -51,6 +51,14 @@ class MemoryStore:
                              "set allow_external_paths to permit it")
         return resolved
 
+    def quarantine(self, path: Path) -> Path:
+        """Rename an unreadable file to ``<name>.corrupt-<n>`` so it is kept and never overwritten."""
+        n = 0
+        while (aside := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+            n += 1
+        path.rename(aside)
+        return aside
+
     def saved(self) -> list[tuple[str, Path]]:
         """(person_id, file) for every valid memory file in the store."""
         if self.directory is None:

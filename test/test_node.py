@@ -202,3 +202,29 @@ def test_invalid_parameters_are_refused_with_a_reason(ros_env: dict[str, str], o
     done = subprocess.run(node_command(None, override), env=ros_env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert reason in done.stdout + done.stderr
+
+
+def test_corrupt_store_file_is_kept_aside_and_sigterm_exits_cleanly(ros_env: dict[str, str], tmp_path: Path) -> None:
+    import signal
+
+    from affective_memory_ros.ros.demo import node_command
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "qwert.safetensors").write_bytes(b"torn write")
+    node = subprocess.Popen(node_command(None, f"store_dir:={store}", "device:=cpu", "image_topic:=/sigterm/cam"),
+                            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (store / "qwert.safetensors.corrupt-0").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        node.send_signal(signal.SIGTERM)
+        out, _ = node.communicate(timeout=60)
+    finally:
+        if node.poll() is None:
+            node.kill()
+    assert (store / "qwert.safetensors.corrupt-0").read_bytes() == b"torn write"
+    assert not (store / "qwert.safetensors").exists()
+    assert "kept aside" in out
+    assert node.returncode == 0, out[-2000:]

@@ -80,12 +80,39 @@ def test_save_load_gives_identical_recall_and_reset_forgets(clip: list[np.ndarra
 
 
 def test_memories_are_bounded_by_max_persons(media_dir: Path) -> None:
-    evicted: list[str] = []
+    evicted: list[int] = []
     image = read_image(media_dir / "multi_face.jpg")
     pipeline = AffectPipeline(fast_config(init_frames=1, edits_per_frame=4, max_persons=3),
-                              on_evict=lambda pid, state: evicted.append(pid))
+                              on_evict=lambda pid, state: evicted.append(state.memory.num_neurons))
     pipeline.process(image, 0.0)
+    assert len(pipeline.persons) == 5 and not evicted, "persons of the current frame are never evicted"
+    pipeline.process(np.zeros_like(image), 0.04)  # nobody in view: back to the cap
     assert len(pipeline.persons) == 3 and len(evicted) == 2
+    assert min(evicted) >= 2, "evicted memories hold what they learned"
+
+
+def test_an_evicted_person_comes_back_with_their_memory(media_dir: Path, tmp_path: Path) -> None:
+    from affective_memory_ros.pipeline import PersonState, load_person_state, save_person_state
+
+    def evict(pid: str, state: PersonState) -> None:
+        save_person_state(pid, state, tmp_path / f"{pid}.safetensors")
+
+    def come_back(pid: str) -> PersonState | None:
+        path = tmp_path / f"{pid}.safetensors"
+        return load_person_state(path, 50) if path.exists() else None
+
+    image = read_image(media_dir / "multi_face.jpg")
+    pipeline = AffectPipeline(fast_config(init_frames=1, edits_per_frame=4, max_persons=3), on_evict=evict,
+                              on_new_person=come_back)
+    first = {e.person_id: e.num_neurons for e in pipeline.process(image, 0.0)}
+    pipeline.process(np.zeros_like(image), 0.04)  # nobody in view: two memories go to disk
+    saved = {p.stem for p in tmp_path.glob("*.safetensors")}
+    assert len(saved) == 2 and saved <= set(first) and not saved & set(pipeline.persons)
+    second = {e.person_id: e for e in pipeline.process(image, 0.08)}
+    # They come back with their saved memory, not a fresh, seeding one.
+    assert set(second) == set(first)
+    for pid in saved:
+        assert second[pid].num_neurons >= first[pid] and not second[pid].seeding
 
 
 def test_bad_frames_are_refused(clip: list[np.ndarray]) -> None:

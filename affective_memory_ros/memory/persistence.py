@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from ..atomic_io import atomic_write_bytes
+from ..file_format import FileFormatError, check_format, read_metadata
 from .config import GWRConfig
 from .gwr import GrowingWhenRequired
 
 FORMAT_NAME = "affective_memory_ros.gwr"
 FORMAT_VERSION = 1
 FILE_SUFFIX = ".safetensors"
-#: Refuse absurd headers before allocating anything (a memory's header is ~2 kB).
-_MAX_HEADER_BYTES = 1 << 20
 
 _DTYPES = {
     "weights": np.float32,
@@ -39,7 +36,7 @@ _DTYPES = {
 }
 
 
-class MemoryFileError(ValueError):
+class MemoryFileError(FileFormatError):
     """A memory file is truncated, corrupt, foreign, or from a newer version.
 
     The file is never modified when this is raised.
@@ -82,20 +79,11 @@ def load_memory(path: str | os.PathLike[str]) -> tuple[GrowingWhenRequired, dict
 
 
 def memory_from_bytes(data: bytes) -> tuple[GrowingWhenRequired, dict[str, str]]:
-    metadata = _read_metadata(data)
-    fmt = metadata.get("format")
-    if fmt != FORMAT_NAME:
-        raise MemoryFileError(f"not an affective memory file (format {fmt!r}, expected {FORMAT_NAME!r})")
     try:
-        version = int(metadata.get("format_version", ""))
-    except ValueError:
-        raise MemoryFileError(f"unreadable format_version {metadata.get('format_version')!r}") from None
-    if version > FORMAT_VERSION:
-        raise MemoryFileError(
-            f"memory file format version {version} is newer than this software supports ({FORMAT_VERSION}); "
-            "upgrade affective_memory_ros to read it")
-    if version < 1:
-        raise MemoryFileError(f"invalid format_version {version}")
+        metadata = read_metadata(data, "memory file")
+        check_format(metadata, FORMAT_NAME, FORMAT_VERSION, "memory file")
+    except FileFormatError as exc:
+        raise MemoryFileError(str(exc)) from None
     try:
         config = GWRConfig.from_json(metadata["config"])
         counters = json.loads(metadata["counters"])
@@ -113,29 +101,6 @@ def memory_from_bytes(data: bytes) -> tuple[GrowingWhenRequired, dict[str, str]]
         raise MemoryFileError(f"corrupt tensor data: {exc}") from None
     _validate_arrays(arrays, config)
     return GrowingWhenRequired.from_state(config, arrays, counters), extra
-
-
-def _read_metadata(data: bytes) -> dict[str, Any]:
-    # safetensors layout: u64 little-endian header length, JSON header, payload.
-    if len(data) < 8:
-        raise MemoryFileError(f"truncated file ({len(data)} bytes)")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > _MAX_HEADER_BYTES or 8 + header_len > len(data):
-        raise MemoryFileError("truncated or corrupt header")
-    try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MemoryFileError("corrupt header (not JSON)") from None
-    if not isinstance(header, dict):
-        raise MemoryFileError("corrupt header")
-    metadata = header.get("__metadata__")
-    if not isinstance(metadata, dict):
-        raise MemoryFileError("not an affective memory file (no metadata)")
-    payload_end = max((int(v["data_offsets"][1]) for k, v in header.items()
-                       if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
-    if 8 + header_len + payload_end != len(data):
-        raise MemoryFileError("truncated or padded tensor data")
-    return metadata
 
 
 def _validate_arrays(arrays: dict[str, np.ndarray], config: GWRConfig) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -84,15 +85,20 @@ class BlazeFaceDetector:
 
         Returns the batch and the (scale, pad_x, pad_y) that map model pixels back.
         """
-        batch = torch.from_numpy(np.ascontiguousarray(np.stack(frames) if isinstance(frames, list) else frames))
-        if batch.dim() != 4 or batch.shape[-1] != 3 or batch.dtype != torch.uint8:
-            raise ValueError(f"expected RGB uint8 frames of shape (B, H, W, 3), got {tuple(batch.shape)} {batch.dtype}")
-        h, w = batch.shape[1:3]
+        array = np.ascontiguousarray(np.stack(frames) if isinstance(frames, list) else frames)
+        if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"expected RGB uint8 frames of shape (B, H, W, 3), got {array.shape} {array.dtype}")
+        h, w = array.shape[1:3]
         size = self.variant.input_size
         scale = size / max(h, w)
         new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-        x = batch.to(self.device).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+        if self.device.type == "cpu":
+            # OpenCV's area resize is ~10x cheaper on CPU than torch's antialiased one.
+            small = np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_AREA) for f in array])
+            x = torch.from_numpy(small).permute(0, 3, 1, 2).float()
+        else:
+            x = torch.from_numpy(array).to(self.device).permute(0, 3, 1, 2).float()
+            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
         x = F.pad(x, (pad_x, size - new_w - pad_x, pad_y, size - new_h - pad_y))
         x = (x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save_file
 from torch import nn
 
 from ..atomic_io import atomic_write_bytes
+from ..file_format import FileFormatError, check_format, read_metadata
 
 FORMAT_NAME = "affective_memory_ros.tflite_graph"
 FORMAT_VERSION = 1
@@ -37,7 +39,7 @@ _PADDING = {0: "SAME", 1: "VALID"}
 _ACTIVATION = {0: None, 1: "RELU", 3: "RELU6"}
 
 
-class GraphFileError(ValueError):
+class GraphFileError(FileFormatError):
     """An imported-graph file is missing, corrupt, foreign or from a newer version."""
 
 
@@ -154,21 +156,15 @@ class TFLiteGraph(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TFLiteGraph:
         p = Path(path)
+        data = p.read_bytes()
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(p), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(str(p))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise GraphFileError(f"{p}: not a readable safetensors file: {exc}") from None
-        if metadata.get("format") != FORMAT_NAME:
-            raise GraphFileError(f"{p}: not an imported TFLite graph (format {metadata.get('format')!r})")
-        if int(metadata.get("format_version", "0")) > FORMAT_VERSION:
-            raise GraphFileError(f"{p}: graph format version is newer than this software supports")
-        return cls(json.loads(metadata["graph"]), tensors)
+            metadata = read_metadata(data, "imported TFLite graph")
+            check_format(metadata, FORMAT_NAME, FORMAT_VERSION, "imported TFLite graph")
+            tensors = st_load(data)
+            graph = json.loads(metadata["graph"])
+        except (FileFormatError, KeyError, ValueError) as exc:
+            raise GraphFileError(f"{p}: {exc}") from None
+        return cls(graph, tensors)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         values: dict[str, torch.Tensor] = {self.graph["input"]: x}

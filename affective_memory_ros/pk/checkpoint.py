@@ -20,6 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..atomic_io import atomic_write_bytes
+from ..file_format import FileFormatError, check_format, read_metadata
 from .model import PK, PKConfig
 
 TRAIN_FORMAT = "affective_memory_ros.pk.train"
@@ -28,35 +29,18 @@ FORMAT_VERSION = 1
 INFERENCE_PARTS = ("encoder", "generator", "emotion")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FileFormatError):
     """A PK file is corrupt, foreign, or from a newer version."""
 
 
-def _metadata(path: Path, data: bytes) -> dict[str, str]:
-    import struct
-
-    if len(data) < 8:
-        raise CheckpointError(f"{path}: truncated file")
-    (n,) = struct.unpack("<Q", data[:8])
+def _read(path: Path, fmt: str) -> tuple[bytes, dict[str, str]]:
+    data = path.read_bytes()
     try:
-        header = json.loads(data[8 : 8 + n])
-    except ValueError:
-        raise CheckpointError(f"{path}: not a safetensors file") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: no metadata; not a PK file")
-    return meta
-
-
-def _check(path: Path, meta: dict[str, str], fmt: str) -> None:
-    if meta.get("format") != fmt:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {fmt!r}")
-    try:
-        version = int(meta.get("format_version", ""))
-    except ValueError:
-        raise CheckpointError(f"{path}: unreadable format_version") from None
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {version} is newer than supported ({FORMAT_VERSION})")
+        meta = read_metadata(data, "PK file")
+        check_format(meta, fmt, FORMAT_VERSION, "PK file")
+    except FileFormatError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return data, meta
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers: dict[str, Any], step: int,
@@ -78,9 +62,7 @@ def save_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers
 def load_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers: dict[str, Any],
                              generators: dict[str, torch.Generator] | None = None) -> tuple[int, int]:
     p = Path(path)
-    data = p.read_bytes()
-    meta = _metadata(p, data)
-    _check(p, meta, TRAIN_FORMAT)
+    data, meta = _read(p, TRAIN_FORMAT)
     if PKConfig.from_json(meta["config"]) != model.cfg:
         raise CheckpointError(f"{p}: checkpoint config {meta['config']} differs from the model's")
     try:
@@ -109,9 +91,7 @@ def save_inference_model(path: str | os.PathLike[str], model: PK, provenance: di
 def load_inference_model(path: str | os.PathLike[str]) -> tuple[PK, dict[str, Any]]:
     """A PK with E, G and D_em loaded (float32) and no discriminators, plus its provenance."""
     p = Path(path)
-    data = p.read_bytes()
-    meta = _metadata(p, data)
-    _check(p, meta, INFERENCE_FORMAT)
+    data, meta = _read(p, INFERENCE_FORMAT)
     try:
         cfg = PKConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import numpy as np
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .demo import dds_environment, node_command
+    from .demo import dds_environment, node_command, stop_node
 
     parser = argparse.ArgumentParser(description=__doc__)
     media = Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media"))
@@ -99,11 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sent += 1
         time.sleep(1.0)
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop_node(node)
         executor.shutdown()
         player.destroy_node()
         rclpy.try_shutdown()

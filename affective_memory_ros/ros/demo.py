@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def dds_environment(domain_id: int | None = None) -> dict[str, str]:
@@ -41,6 +42,16 @@ def node_command(params_file: str | None = None, *overrides: str) -> list[str]:
     for o in overrides:
         cmd += ["-p", o]
     return cmd
+
+
+def stop_node(proc: subprocess.Popen[Any], timeout: float = 20.0) -> int:
+    """SIGINT (a clean shutdown that saves memories), then kill if it hangs; returns the exit code."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,11 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(2.0)
         print(f"[demo] sent {sent} frames, received {len(rows)} ArousalValence messages", flush=True)
     finally:
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        stop_node(node_proc)
         executor.shutdown()
         player.destroy_node()
         rclpy.try_shutdown()

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,11 @@ from sensor_msgs.msg import Image
 from affective_memory_ros.msg import ArousalValence, MemoryState, PersonMemory
 from affective_memory_ros.srv import LoadPerson, ResetPerson, SavePerson
 
-from ..image_encoding import ImageEncodingError, fill_image, image_to_rgb
+from ..image_encoding import ImageEncodingError, fill_image
 from ..memory import MemoryFileError
-from ..pipeline import AffectPipeline, save_person_state
+from ..pipeline import AffectPipeline, load_person_state, save_person_state
 from ..store import MemoryStore, StoreError
+from .conversion import choose_converter
 from .parameters import declare_parameters, pipeline_config, validate_update
 
 
@@ -43,9 +45,11 @@ class AffectiveMemoryNode(Node):
         super().__init__("affective_memory", **kwargs)
         declare_parameters(self)
         p = self.get_parameter
-        self.pipeline = AffectPipeline(pipeline_config(self), on_evict=self._on_evict)
         self.store = MemoryStore(p("store_dir").value or None)
+        self.pipeline = AffectPipeline(pipeline_config(self), on_evict=self._on_evict,
+                                       on_new_person=self._from_store)
         self.allow_external_paths = bool(p("allow_external_paths").value)
+        self._to_rgb, converter = choose_converter()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.av_pub = self.create_publisher(ArousalValence, p("av_topic").value, 10)
@@ -59,6 +63,8 @@ class AffectiveMemoryNode(Node):
         self.create_service(LoadPerson, "/affect/load_person", self._load)
         self._state_timer = self.create_timer(1.0 / p("memory_state_rate").value, self._publish_state)
         self.create_timer(1.0, self._publish_diagnostics)
+        if p("autosave_period").value > 0 and self.store.directory is not None:
+            self.create_timer(float(p("autosave_period").value), self._autosave)
 
         # Newest-frame handoff: the subscription overwrites, the worker takes.
         self._latest: Image | None = None
@@ -76,7 +82,7 @@ class AffectiveMemoryNode(Node):
             self.get_logger().info(f"loaded {loaded} memories from {self.store.directory}")
         self.get_logger().info(
             f"affective memory node up: {p('image_topic').value} -> {p('av_topic').value}, "
-            f"PK on {self.pipeline.pk.device}, detector {self.pipeline.config.detector}")
+            f"PK on {self.pipeline.pk.device}, detector {self.pipeline.config.detector}, images via {converter}")
 
     # -------------------------------------------------------------- frames
     def _on_image(self, msg: Image) -> None:
@@ -104,7 +110,7 @@ class AffectiveMemoryNode(Node):
 
     def _process(self, msg: Image) -> None:
         started = time.perf_counter()
-        frame = image_to_rgb(msg)
+        frame = self._to_rgb(msg)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
             estimates = self.pipeline.process(frame, stamp)
@@ -218,6 +224,19 @@ class AffectiveMemoryNode(Node):
         if self.store.directory is not None:
             save_person_state(person_id, state, self.store.path_for(person_id))
 
+    def _from_store(self, person_id: str) -> Any:
+        """A memory saved earlier (e.g. evicted from RAM) for a person seen again."""
+        if self.store.directory is None:
+            return None
+        path = self.store.path_for(person_id)
+        if not path.exists():
+            return None
+        try:
+            return load_person_state(path, self.pipeline.memory_config.dim)
+        except (ValueError, OSError) as exc:
+            self._quarantine(path, exc)
+            return None
+
     def _load_all_from_store(self) -> int:
         count = 0
         for person_id, path in self.store.saved():
@@ -225,8 +244,19 @@ class AffectiveMemoryNode(Node):
                 self.pipeline.load_person(person_id, path)
                 count += 1
             except (ValueError, MemoryFileError, OSError) as exc:
-                self.get_logger().warning(f"skipping {path}: {exc}")
+                self._quarantine(path, exc)
         return count
+
+    def _quarantine(self, path: Path, reason: Exception) -> None:
+        """Keep an unreadable memory file aside (never overwritten, never deleted)."""
+        aside = self.store.quarantine(path)
+        self.get_logger().error(f"memory file {path} is unreadable ({reason}); kept aside as {aside}")
+
+    def _autosave(self) -> None:
+        try:
+            self.save_all()
+        except OSError as exc:
+            self._warn_once(f"autosave failed: {exc}")
 
     def save_all(self) -> int:
         if self.store.directory is None:

@@ -41,6 +41,7 @@ PARAMETERS: dict[str, tuple[Any, str, Any, bool]] = {
     "store_dir": ("", "memory store folder; empty = no persistence", None, True),
     "load_on_start": (True, "reload the store's memories at start", None, True),
     "save_on_shutdown": (True, "save every memory to the store at shutdown", None, False),
+    "autosave_period": (60.0, "seconds between saves of every memory to the store (0 = off)", (0.0, 86400.0), True),
     "allow_external_paths": (False, "let save/load use paths outside the store", None, True),
     "seed": (0, "seed for edit targets and person IDs", (0, 2**31 - 1), True),
 }
