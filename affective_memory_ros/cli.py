@@ -140,6 +140,10 @@ def _run(args: argparse.Namespace) -> int:
                                  e.num_neurons, *(f"{v:.1f}" for v in e.box)])
                 count += 1
     print(f"wrote {count} rows for {len(pipeline.persons)} person(s) to {out}")
+    if args.save_memories:
+        for pid in pipeline.persons:
+            path = pipeline.save_person(pid, Path(args.save_memories) / f"{pid}.safetensors")
+            print(f"saved {path}")
     if args.plot:
         from .evaluation import read_rows
         from .visualize import plot_timeline
@@ -178,6 +182,49 @@ def _bench_pk(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_memory(args: argparse.Namespace) -> int:
+    from .memory import load_memory
+    from .visualize import plot_memory
+
+    memory, extra = load_memory(args.file)
+    out = args.out or Path(args.file).with_suffix(".png").name
+    plot_memory(memory, out, title=extra.get("person_id", Path(args.file).stem))
+    print(f"wrote {out} ({memory.num_neurons} neurons)")
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from .perception.align import crop_faces
+    from .perception.detectors import make_detector
+    from .pk.inference import PKRuntime
+    from .video import read_image
+    from .visualize import edit_grid
+
+    image = read_image(args.image)
+    pad = max(image.shape[:2]) // 2  # tight portraits need context for the detector
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    dets = make_detector("blazeface_short")([padded])[0]
+    if len(dets) == 0:
+        raise ValueError(f"no face found in {args.image}")
+    best = int(np.argmax(dets.scores))
+    crop = crop_faces(padded, dets)[best : best + 1]
+    axis = np.linspace(-1, 1, args.grid)
+    grid = [(a, v) for a in axis[::-1] for v in axis]
+    targets = np.array([(-1, -1), (0, 0), (1, 1), *grid], np.float32)
+    edits = PKRuntime(args.pk_model, args.device).edit_images(crop, targets)[0]
+    captions = [f"a{a:+.1f} v{v:+.1f}" for a, v in targets]
+    cols = max(4, args.grid)
+    picture = np.concatenate([edit_grid(np.concatenate([crop, edits[:3]]), ["input", *captions[:3]], cols),
+                              edit_grid(edits[3:], captions[3:], cols)])
+    out = args.out or Path(args.image).with_suffix(".edits.png").name
+    cv2.imwrite(str(out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    print(f"wrote {out}: the face and its edits at (-1,-1), (0,0), (1,1) and a {args.grid}x{args.grid} grid")
+    return 0
+
+
 def _media(name: str) -> str:
     return str(Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media")) / name)
 
@@ -202,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="CSV path (default: <recording>.av.csv in the current folder)")
     run.add_argument("--plot", help="also write the arousal/valence timeline PNG here")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--save-memories", metavar="DIR", help="save every person's memory here at the end")
     _add_pipeline_args(run)
     run.set_defaults(func=_run)
 
@@ -222,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_pk.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
     bench_pk.add_argument("--device", default="auto", help="auto (CPU, and CUDA when present), cpu or cuda")
     bench_pk.set_defaults(func=_bench_pk)
+
+    pm = sub.add_parser("plot-memory", help="draw a saved memory's neurons on the arousal/valence plane (PNG)")
+    pm.add_argument("file", help="a memory file (<person_id>.safetensors)")
+    pm.add_argument("--out", help="PNG path (default: <file>.png in the current folder)")
+    pm.set_defaults(func=_plot_memory)
+
+    ed = sub.add_parser("edit", help="grid of the PK's edits of the face in an image (PNG)")
+    ed.add_argument("image")
+    ed.add_argument("--out", help="PNG path (default: <image>.edits.png in the current folder)")
+    ed.add_argument("--grid", type=int, default=5, help="targets per axis of the (arousal, valence) grid")
+    ed.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
+    ed.add_argument("--device", default="auto")
+    ed.set_defaults(func=_edit)
 
     train = sub.add_parser("train", help="train the PK model (CPU, CUDA, or torchrun for several GPUs)")
     _add_data_args(train)

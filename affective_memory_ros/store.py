@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .atomic_io import TEMP_PREFIX
 from .memory.persistence import FILE_SUFFIX
 from .perception.tracking import is_valid_person_id
 
@@ -25,6 +26,20 @@ class MemoryStore:
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)  # people's memories: owner only
+            self.removed_temp_files = self.cleanup_temp_files()
+
+    def cleanup_temp_files(self) -> int:
+        """Delete temp files left by writes that were killed before their rename.
+
+        Safe because the store has one writer (this node): a temp file that exists
+        when the store opens belongs to a write that can never finish.
+        """
+        if self.directory is None:
+            return 0
+        stale = list(self.directory.glob(f"{TEMP_PREFIX}*"))
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return len(stale)
 
     def path_for(self, person_id: str) -> Path:
         check_person_id(person_id)

@@ -36,7 +36,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 def video_run(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "single.csv"
     cli("run", str(media_dir / "single_face.mp4"), "--out", str(out), "--plot", str(out.with_suffix(".png")),
-        "--quiet", *FAST)
+        "--save-memories", str(out.parent / "memories"), "--quiet", *FAST)
     return out
 
 
@@ -49,6 +49,8 @@ def test_run_writes_the_documented_csv(video_run: Path) -> None:
     assert np.isfinite(values).all() and np.abs(values).max() <= 1
     assert [r["seeding"] for r in data[:4]] == ["1", "1", "1", "0"]
     assert video_run.with_suffix(".png").stat().st_size > 10_000
+    (saved,) = (video_run.parent / "memories").glob("*.safetensors")
+    assert saved.stem == data[0]["person_id"]
 
 
 def test_run_reads_a_rosbag2_folder_and_a_bare_mcap(media_dir: Path, tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_malformed_images_are_refused_clearly(rgb: np.ndarray, change: dict[str,
         image_to_rgb(msg)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=10_000, deadline=None)
 @given(height=st.integers(-2, 40), width=st.integers(-2, 40), step=st.integers(-5, 200),
        encoding=st.sampled_from([*SUPPORTED_INPUT, "mono16", "16UC1", "", "RGB8", "bgr16"]),
        size=st.integers(0, 5000), bigendian=st.integers(0, 1))

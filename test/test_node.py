@@ -185,6 +185,56 @@ def test_runtime_parameter_updates_are_checked(graph: dict[str, Any]) -> None:
     assert values[0].integer_value == 5, "a refused update keeps the old value"
 
 
+def test_ten_thousand_malformed_images_do_not_hurt_the_node(graph: dict[str, Any], media_dir: Path) -> None:
+    """Bounded fuzz loop through a real publisher: the node survives, logs each problem
+    rate-limited, does not grow, and still processes good frames afterwards."""
+    import random
+
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from affective_memory_ros.image_encoding import fill_image
+    from affective_memory_ros.video import read_video
+
+    pid = graph["node"].pid
+    rss_before = _rss_kib(pid)
+    log_before = len(graph["log"])
+    # Best effort like a camera, with a deep queue.
+    pub = graph["listener"].create_publisher(Image, CAMERA, QoSProfile(depth=100,
+                                                                      reliability=ReliabilityPolicy.BEST_EFFORT))
+    rng = random.Random(7)
+    encodings = ["rgb8", "bgr8", "mono8", "bgra8", "yuv422", "32FC1", "16UC1", "", "RGB8\x00", "jpeg"]
+    for i in range(10_000):
+        h, w = rng.choice([(0, 0), (1, 1), (3, 5), (7, 3), (2, 100000), (100000, 2), (480, 641)])
+        step = rng.choice([0, w, w * 3 - 1, w * 3, w * 3 + 7, -1 % 2**32])
+        size = rng.choice([0, 1, 15, (h * step) % 5000])
+        msg = Image(height=h, width=w, encoding=rng.choice(encodings), is_bigendian=rng.randint(0, 1),
+                    step=step % 2**32, data=bytes(size))
+        pub.publish(msg)
+        if i % 500 == 0:
+            time.sleep(0.01)
+    time.sleep(2.0)
+    assert graph["node"].poll() is None, "the node must survive"
+    new_log = graph["log"][log_before:]
+    assert 0 < len(new_log) < 200, f"problems are logged rate-limited ({len(new_log)} lines)"
+    rss_after = _rss_kib(pid)
+    assert rss_after - rss_before < 50 * 1024, (rss_before, rss_after)
+    count = len(graph["got"]["av"])
+    for frame in read_video(media_dir / "single_face.mp4", max_frames=30):
+        pub.publish(fill_image(Image(), frame))
+        time.sleep(0.04)
+    time.sleep(2.0)
+    assert len(graph["got"]["av"]) > count, "good frames are processed after the bad ones"
+    graph["listener"].destroy_publisher(pub)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def test_sigint_saves_and_exits_cleanly(graph: dict[str, Any]) -> None:
     import signal
 

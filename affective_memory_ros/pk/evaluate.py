@@ -22,10 +22,17 @@ def evaluate_models(paths: list[str], data: CropSet, post_train: Any = None) -> 
         pred = predict(model, data.crops[lab], torch.device("cpu"))
         row: dict[str, Any] = {"model": Path(path).name, "variant": model.cfg.name if model.cfg.use_em else
                                provenance.get("variant", "?"), "faces": int(lab.sum())}
-        cfg = provenance.get("train_config", {}).get("model", {})
+        train_cfg = provenance.get("train_config", {})
+        cfg = train_cfg.get("model", {})
         if cfg:
             parts = [n for n in ("prior", "real", "em") if cfg.get(f"use_{n}")]
             row["variant"] = "all" if len(parts) == 3 else ("base" if not parts else "+" + "+".join(parts))
+        notes = []
+        if train_cfg.get("edit_weight"):
+            notes.append("edit loss")
+        if "epochs" in provenance:
+            notes.append(f"{provenance['steps']} steps")
+        row["label"] = row["variant"] + (f" ({', '.join(notes)})" if notes else "")
         for i, name in enumerate(("arousal", "valence")):
             row[f"ccc_{name}"] = round(ccc(pred[:, i], data.labels[lab, i]), 4)
             row[f"rmse_{name}"] = round(rmse(pred[:, i], data.labels[lab, i]), 4)
@@ -39,9 +46,13 @@ def ablation_table(results: list[dict[str, Any]]) -> str:
     rows = sorted(results, key=lambda r: order.index(r["variant"]) if r["variant"] in order else 99)
     lines = ["| Model | CCC arousal / valence |", "|---|---|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {_fmt(r['ccc_arousal'])} / {_fmt(r['ccc_valence'])} |")
+        lines.append(f"| {r.get('label', r['variant'])} | {_fmt(r['ccc_arousal'])} / {_fmt(r['ccc_valence'])} |")
     return "\n".join(lines) + "\n"
 
 
 def _fmt(v: float) -> str:
-    return "n/a" if not np.isfinite(v) else f"{v:.2f}".replace("0.", ".", 1) if 0 <= v < 1 else f"{v:.2f}"
+    """The paper's style: .38, -.02, 1.00."""
+    if not np.isfinite(v):
+        return "n/a"
+    text = f"{v:.2f}"
+    return text.replace("0.", ".", 1) if abs(v) < 1 else text

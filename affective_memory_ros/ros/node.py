@@ -130,7 +130,11 @@ class AffectiveMemoryNode(Node):
         if self.debug_pub is not None:
             from ..visualize import annotate_frame
 
-            self.debug_pub.publish(fill_image(Image(header=msg.header), annotate_frame(frame, estimates)))
+            with self._lock:
+                memories = {e.person_id: self.pipeline.persons[e.person_id].memory for e in estimates
+                            if e.person_id in self.pipeline.persons}
+                annotated = annotate_frame(frame, estimates, memories)
+            self.debug_pub.publish(fill_image(Image(header=msg.header), annotated))
         now = self.get_clock().now().nanoseconds * 1e-9
         self._processed += 1
         self._latencies = [*self._latencies[-199:], max(now - stamp, 0.0) if stamp > 0 else 0.0]
