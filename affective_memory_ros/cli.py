@@ -148,7 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         from .evaluation import read_rows
         from .visualize import plot_timeline
 
-        plot_timeline(read_rows(out), args.plot, title=Path(args.recording).name)
+        annotations = read_rows(args.annotations) if args.annotations else None
+        plot_timeline(read_rows(out), args.plot, title=Path(args.recording).name, annotations=annotations)
         print(f"wrote {args.plot}")
     return 0
 
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--topic", help="image topic in a bag (needed when it has several)")
     run.add_argument("--out", help="CSV path (default: <recording>.av.csv in the current folder)")
     run.add_argument("--plot", help="also write the arousal/valence timeline PNG here")
+    run.add_argument("--annotations", help="with --plot: CSV (frame or time, person_id, arousal, valence) to draw "
+                                           "and score with a rolling CCC")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--save-memories", metavar="DIR", help="save every person's memory here at the end")
     _add_pipeline_args(run)

@@ -66,18 +66,45 @@ def memory_panel(memory: Any, current: tuple[float, float] | None = None, size: 
     return img
 
 
-def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "") -> Any:
+def rolling_ccc(prediction: np.ndarray, truth: np.ndarray, window: int) -> np.ndarray:
+    """CCC over the trailing ``window`` samples at each point (NaN until the window fills)."""
+    from .metrics import ccc
+
+    out = np.full(len(prediction), np.nan)
+    for i in range(window - 1, len(prediction)):
+        out[i] = ccc(prediction[i - window + 1 : i + 1], truth[i - window + 1 : i + 1])
+    return out
+
+
+def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "",
+                  annotations: Sequence[dict[str, Any]] | None = None, window: int = 50) -> Any:
     """Arousal and valence over time per person: memory (solid) and PK (dashed),
     seeding phase shaded. ``rows`` have time, person_id, arousal, valence,
-    pk_arousal, pk_valence, seeding. Returns the figure's plotted data per
-    person (for tests) after saving a PNG to ``path``."""
+    pk_arousal, pk_valence, seeding. With ``annotations`` (matched rows of
+    time/frame, person_id, arousal, valence), the ground truth is drawn too and a
+    third panel shows the rolling CCC (``window`` samples) of memory and PK.
+    Saves a PNG to ``path``; returns the plotted data per person (for tests)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     persons = sorted({str(r["person_id"]) for r in rows})
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    truth_by_person: dict[str, dict[str, np.ndarray]] = {}
+    if annotations:
+        from .evaluation import match
+
+        pairs = match(list(annotations), [{k: str(v) for k, v in r.items()} for r in rows])
+        for pid in persons:
+            mine = sorted(((float(p["time"]), a, p) for a, p in pairs if p["person_id"] == pid), key=lambda t: t[0])
+            if mine:
+                truth_by_person[pid] = {
+                    "time": np.array([t for t, _, _ in mine]),
+                    **{f"true_{d}": np.array([float(a[d]) for _, a, _ in mine]) for d in ("arousal", "valence")},
+                    **{f"{src}_{d}": np.array([float(p[f"{pre}{d}"]) for _, _, p in mine])
+                       for src, pre in (("memory", ""), ("pk", "pk_")) for d in ("arousal", "valence")}}
+    n_panels = 3 if truth_by_person else 2
+    fig, axes = plt.subplots(n_panels, 1, figsize=(10, 3 * n_panels), sharex=True)
     plotted: dict[str, dict[str, np.ndarray]] = {}
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, pid in enumerate(persons):
@@ -87,20 +114,34 @@ def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "") ->
                 ("arousal", "valence", "pk_arousal", "pk_valence")}
         data["time"] = t
         seeding = np.array([bool(int(r["seeding"])) for r in mine])
-        plotted[pid] = data
         c = colours[k % len(colours)]
-        for ax, dim in zip(axes, ("arousal", "valence"), strict=True):
+        for ax, dim in zip(axes[:2], ("arousal", "valence"), strict=True):
             ax.plot(t, data[dim], color=c, lw=1.8, label=f"{pid} memory")
             ax.plot(t, data[f"pk_{dim}"], color=c, lw=1.0, ls="--", alpha=0.7, label=f"{pid} PK")
             if seeding.any():
                 ax.axvspan(t[seeding].min(), t[seeding].max(), color=c, alpha=0.08)
-    for ax, dim in zip(axes, ("arousal", "valence"), strict=True):
+        truth = truth_by_person.get(pid)
+        if truth is not None:
+            for ax, dim in zip(axes[:2], ("arousal", "valence"), strict=True):
+                ax.plot(truth["time"], truth[f"true_{dim}"], color="black", lw=1.0, ls=":", label=f"{pid} annotation")
+            for src, style in (("memory", "-"), ("pk", "--")):
+                for dim, alpha in (("arousal", 0.6), ("valence", 1.0)):
+                    series = rolling_ccc(truth[f"{src}_{dim}"], truth[f"true_{dim}"], window)
+                    data[f"rolling_ccc_{src}_{dim}"] = series
+                    axes[2].plot(truth["time"], series, color=c, ls=style, alpha=alpha, label=f"{pid} {src} {dim}")
+        plotted[pid] = data
+    for ax, dim in zip(axes[:2], ("arousal", "valence"), strict=True):
         ax.set_ylim(-1.05, 1.05)
         ax.set_ylabel(dim)
         ax.axhline(0, color="grey", lw=0.5)
         ax.grid(alpha=0.3)
+    if truth_by_person:
+        axes[2].set_ylim(-1.05, 1.05)
+        axes[2].set_ylabel(f"rolling CCC ({window})")
+        axes[2].grid(alpha=0.3)
+        axes[2].legend(loc="lower right", fontsize=7, ncol=2)
     axes[0].legend(loc="upper right", fontsize=8, ncol=2)
-    axes[1].set_xlabel("time (s); shaded: seeding from PK edits")
+    axes[-1].set_xlabel("time (s); shaded: seeding from PK edits")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

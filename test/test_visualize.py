@@ -60,10 +60,11 @@ def test_debug_frame_is_annotated(run_rows: tuple) -> None:
     np.testing.assert_array_equal(frame, frames[-1])  # the input frame is left untouched
     memories = {e.person_id: pipeline.persons[e.person_id].memory for e in estimates}
     with_map = annotate_frame(frame, estimates, memories)
-    x2 = round(estimates[0].box[2])
-    y1 = max(round(estimates[0].box[1]), 0)
-    beside = with_map[y1 : y1 + 120, x2 + 4 : x2 + 124]
-    assert (beside != out[y1 : y1 + 120, x2 + 4 : x2 + 124]).any(), "the memory map is drawn beside the face"
+    changed = (with_map != out).any(axis=2)
+    assert changed.sum() > 0.5 * 120 * 120, "a 120 px memory map is drawn beside the face"
+    x1, _, x2, _ = estimates[0].box
+    columns = np.flatnonzero(changed.any(axis=0))
+    assert columns.min() > x2 or columns.max() < x1, "beside the face, not over it"
 
 
 def test_memory_panel_places_neurons_at_their_labels(run_rows: tuple) -> None:
@@ -107,3 +108,19 @@ def test_run_csv_round_trips_into_the_timeline(tmp_path: Path) -> None:
 
     data = plot_timeline(read_rows(path), tmp_path / "t.png")
     np.testing.assert_allclose(data["ydsgt"]["arousal"], [r["arousal"] for r in rows])
+
+
+def test_timeline_with_annotations_shows_rolling_ccc(tmp_path: Path) -> None:
+    t = np.arange(120)
+    truth = np.sin(t / 10)
+    rows = [{"frame": i, "time": i / 25, "person_id": "ydsgt", "arousal": truth[i], "valence": 0.5 * truth[i],
+             "pk_arousal": -truth[i], "pk_valence": 0.0, "seeding": 0} for i in t]
+    annotations = [{"frame": str(i), "person_id": "ydsgt", "arousal": str(truth[i]), "valence": str(0.5 * truth[i])}
+                   for i in t]
+    out = tmp_path / "timeline.png"
+    data = plot_timeline(rows, out, annotations=annotations, window=20)["ydsgt"]
+    memory = data["rolling_ccc_memory_arousal"]
+    assert np.isnan(memory[:19]).all() and np.allclose(memory[19:], 1.0)  # the memory matches the annotation
+    pk = data["rolling_ccc_pk_arousal"][19:]
+    assert np.isfinite(pk).all() and (pk < 0).all()  # the PK moves against the annotation
+    assert cv2.imread(str(out)).shape == (900, 1000, 3)
