@@ -44,3 +44,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if bgr is None:
         raise ValueError(f"cannot read image {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def letterbox(frame: np.ndarray, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """Fit a frame into (width, height) without distorting faces, padding with black."""
+    w, h = size
+    scale = min(w / frame.shape[1], h / frame.shape[0])
+    resized = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)),
+                         interpolation=cv2.INTER_AREA)
+    top, left = (h - resized.shape[0]) // 2, (w - resized.shape[1]) // 2
+    return cv2.copyMakeBorder(resized, top, h - resized.shape[0] - top, left, w - resized.shape[1] - left,
+                              cv2.BORDER_CONSTANT, value=(0, 0, 0))

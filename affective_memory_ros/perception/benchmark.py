@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from ..video import read_video
+from ..video import letterbox, read_video
 from .align import crop_faces
 from .detectors import make_detector
 from .tracking import PersonTracker
@@ -22,7 +21,7 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[int, int] = (640, 480)) -> dict[str, Any]:
-    clip = [_letterbox(f, size) for f in read_video(video, max_frames=frames)]
+    clip = [letterbox(f, size) for f in read_video(video, max_frames=frames)]
     report: dict[str, Any] = {
         "benchmark": "affective_memory.perception",
         "video": video.name, "frame_size": list(size), "frames": len(clip),
@@ -71,16 +70,6 @@ def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[in
                 entry["batch8_frames_per_s"] = round(8 * reps / (time.perf_counter() - t0), 1)
             report["results"][f"{name}@{device}"] = entry
     return report
-
-
-def _letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Fit the frame into (width, height) without distorting faces; pad with black."""
-    w, h = size
-    scale = min(w / frame.shape[1], h / frame.shape[0])
-    resized = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)))
-    top, left = (h - resized.shape[0]) // 2, (w - resized.shape[1]) // 2
-    return cv2.copyMakeBorder(resized, top, h - resized.shape[0] - top, left, w - resized.shape[1] - left,
-                              cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
 def _sync(device: str) -> None:

@@ -37,22 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(dds_environment())
 
-    import cv2
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     from affective_memory_ros.msg import ArousalValence
 
-    from ..video import read_video
+    from ..video import letterbox, read_video
     from .camera_player import CameraPlayer
 
-    frames = []
-    for f in read_video(args.video, max_frames=300):
-        scale = min(640 / f.shape[1], 480 / f.shape[0])
-        r = cv2.resize(f, (round(f.shape[1] * scale), round(f.shape[0] * scale)))
-        top, left = (480 - r.shape[0]) // 2, (640 - r.shape[1]) // 2
-        frames.append(cv2.copyMakeBorder(r, top, 480 - r.shape[0] - top, left, 640 - r.shape[1] - left,
-                                         cv2.BORDER_CONSTANT))
+    frames = [letterbox(f) for f in read_video(args.video, max_frames=300)]
     topic = "/bench/camera/image_raw"
     node = subprocess.Popen(node_command(None, f"image_topic:={topic}", f"device:={args.device}",
                                          f"detector:={args.detector}"),

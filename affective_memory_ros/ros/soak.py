@@ -26,15 +26,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _letterbox(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    scale = min(640 / frame.shape[1], 480 / frame.shape[0])
-    r = cv2.resize(frame, (round(frame.shape[1] * scale), round(frame.shape[0] * scale)))
-    top, left = (480 - r.shape[0]) // 2, (640 - r.shape[1]) // 2
-    return cv2.copyMakeBorder(r, top, 480 - r.shape[0] - top, left, 640 - r.shape[1] - left, cv2.BORDER_CONSTANT)
-
-
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -60,18 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from affective_memory_ros.msg import ArousalValence, MemoryState
 
-    from ..video import read_image, read_video
+    from ..video import letterbox, read_image, read_video
     from .camera_player import CameraPlayer
 
     blank = np.zeros((480, 640, 3), np.uint8)
     segments = [
-        [_letterbox(f) for f in read_video(media / "WolfgangLanger_Pexels.mp4")],
+        [letterbox(f) for f in read_video(media / "WolfgangLanger_Pexels.mp4")],
         [blank] * 60,
-        [_letterbox(f) for f in read_video(media / "single_face.mp4")],
+        [letterbox(f) for f in read_video(media / "single_face.mp4")],
         [blank] * 45,
-        [_letterbox(read_image(media / "multi_face.jpg"))] * 90,
-        [_letterbox(f) for f in read_video(media / "noface_face.mov")],
-        [_letterbox(f) for f in read_video(media / "face_noface.mov")],
+        [letterbox(read_image(media / "multi_face.jpg"))] * 90,
+        [letterbox(f) for f in read_video(media / "noface_face.mov")],
+        [letterbox(f) for f in read_video(media / "face_noface.mov")],
     ]
     stream = [f for seg in segments for f in seg]
     store = tempfile.mkdtemp(prefix="affective_memory_soak_")
