@@ -54,22 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     player = CameraPlayer(topic)
     latencies: list[float] = []
     stamps: set[tuple[int, int]] = set()
-    arrivals: list[float] = []
 
     def on_av(msg: ArousalValence) -> None:
         now = player.get_clock().now().nanoseconds * 1e-9
         latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
         stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
-        arrivals.append(time.monotonic())
 
     player.create_subscription(ArousalValence, "/affect/av", on_av, 100)
     executor = SingleThreadedExecutor()
     executor.add_node(player)
     threading.Thread(target=executor.spin, daemon=True).start()
     try:
-        deadline = time.monotonic() + 120
-        while player.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        player.wait_for_subscriber(120.0)
         # Warm up until the memory has finished seeding, then measure.
         start = time.monotonic()
         i = 0
@@ -79,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(1 / args.fps)
         latencies.clear()
         stamps.clear()
-        arrivals.clear()
         sent = 0
         start = time.monotonic()
         while time.monotonic() - start < args.seconds:

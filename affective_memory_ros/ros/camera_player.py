@@ -29,6 +29,15 @@ class CameraPlayer(Node):
         self.frame_id = frame_id
         self.pub = self.create_publisher(Image, topic, qos_profile_sensor_data)
 
+    def wait_for_subscriber(self, timeout: float) -> bool:
+        """Block until something subscribes to the camera topic (or ``timeout`` s pass)."""
+        deadline = time.monotonic() + timeout
+        while self.pub.get_subscription_count() == 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def publish_frame(self, rgb: object, encoding: str = "bgr8") -> Image:
         msg = Image()
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -72,9 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rclpy.init(args=ros_args)
     node = CameraPlayer(args.topic)
     try:
-        deadline = time.monotonic() + args.wait_subscribers
-        while node.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        node.wait_for_subscriber(args.wait_subscribers)
         size = (args.width, args.height) if args.width and args.height else None
         stamps: list[tuple[int, int]] = []
         node.play(args.video, args.fps, args.loops, size=size, stamps=stamps)

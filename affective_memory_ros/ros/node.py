@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,8 @@ class AffectiveMemoryNode(Node):
         self._lock = threading.Lock()  # guards the pipeline between worker and services
         self._running = True
         self._received = self._processed = self._dropped = 0
-        self._latencies: list[float] = []
-        self._rates: list[float] = []
+        self._latencies: deque[float] = deque(maxlen=200)  # image stamp -> published, seconds
+        self._rates: deque[float] = deque(maxlen=200)  # processing time per frame, seconds
         self._errors: dict[str, float] = {}
         self._worker = threading.Thread(target=self._work, name="affect-worker", daemon=True)
         self._worker.start()
@@ -137,8 +138,8 @@ class AffectiveMemoryNode(Node):
             self.debug_pub.publish(fill_image(Image(header=msg.header), annotated))
         now = self.get_clock().now().nanoseconds * 1e-9
         self._processed += 1
-        self._latencies = [*self._latencies[-199:], max(now - stamp, 0.0) if stamp > 0 else 0.0]
-        self._rates = [*self._rates[-199:], time.perf_counter() - started]
+        self._latencies.append(max(now - stamp, 0.0) if stamp > 0 else 0.0)
+        self._rates.append(time.perf_counter() - started)
 
     def _warn_once(self, text: str, period: float = 5.0) -> None:
         """Log each distinct problem at most once per ``period`` seconds."""

@@ -98,9 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threading.Thread(target=executor.spin, daemon=True).start()
     rss: list[tuple[float, float]] = []
     try:
-        deadline = time.monotonic() + 120
-        while player.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        player.wait_for_subscriber(120.0)
         start = time.monotonic()
         sent = 0
         next_sample = start
