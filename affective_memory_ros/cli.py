@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .perception.detectors import DEFAULT_DETECTOR, DETECTORS
+
 
 def _bench_memory(args: argparse.Namespace) -> int:
     from .memory import benchmark
@@ -107,7 +109,7 @@ def _pipeline_config(args: argparse.Namespace) -> object:
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    p.add_argument("--detector", default="blazeface_full", choices=("blazeface_full", "blazeface_short", "haar"))
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
     p.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
     p.add_argument("--init-frames", type=int, default=25)
     p.add_argument("--edits-per-frame", type=int, default=48)

@@ -26,7 +26,7 @@ import numpy as np
 
 from .memory import GrowingWhenRequired, GWRConfig, load_memory, save_memory
 from .perception.align import crop_faces
-from .perception.detectors import make_detector
+from .perception.detectors import DEFAULT_DETECTOR, make_detector
 from .perception.tracking import DEFAULT_REID_THRESHOLD, PersonTracker
 from .pk.inference import PKRuntime
 from .store import check_person_id
@@ -37,7 +37,7 @@ DEFAULT_DISTANCE_SCALE = 2.0
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    detector: str = "blazeface_full"
+    detector: str = DEFAULT_DETECTOR
     device: str = "auto"
     precision: str = "fp32"
     pk_model: str | None = None

@@ -14,7 +14,8 @@ from torchvision.ops import box_iou
 from affective_memory_ros.perception.align import alignment_matrices, crop_faces
 from affective_memory_ros.perception.blazeface import BlazeFaceDetector
 from affective_memory_ros.perception.detections import FaceDetections
-from affective_memory_ros.perception.detectors import make_detector
+from affective_memory_ros.perception.detectors import Detector, make_detector
+from affective_memory_ros.perception.region_tracking import RegionTrackingDetector
 from affective_memory_ros.perception.tflite_graph import TFLiteGraph, import_tflite
 from affective_memory_ros.perception.tracking import PersonTracker, is_valid_person_id
 from affective_memory_ros.video import read_image, read_video
@@ -25,6 +26,17 @@ TFLITE_NAMES = {"short": "face_detection_short_range.tflite", "full": "face_dete
 @pytest.fixture(scope="module")
 def full() -> BlazeFaceDetector:
     return BlazeFaceDetector("full")
+
+
+@pytest.fixture(scope="module")
+def short() -> BlazeFaceDetector:
+    return BlazeFaceDetector("short")
+
+
+@pytest.fixture(params=["blazeface_full", "blazeface_tracked"])
+def detector(request: pytest.FixtureRequest, full: BlazeFaceDetector, short: BlazeFaceDetector) -> Detector:
+    """The full-range model on every frame, and the default: a fresh region-tracking detector (it is stateful)."""
+    return full if request.param == "blazeface_full" else RegionTrackingDetector(search=full, refine=short)
 
 
 @pytest.fixture(scope="module")
@@ -95,23 +107,23 @@ def test_batched_detection_equals_frame_by_frame(full: BlazeFaceDetector, clips:
         np.testing.assert_allclose(single.boxes, b.boxes, atol=0.05)
 
 
-def test_no_face_clip_has_no_face(full: BlazeFaceDetector, clips: dict[str, list[np.ndarray]]) -> None:
-    counts = [len(d) for d in full(clips["no_face.mp4"])]
+def test_no_face_clip_has_no_face(detector: Detector, clips: dict[str, list[np.ndarray]]) -> None:
+    counts = [len(d) for d in detector(clips["no_face.mp4"])]
     assert len(counts) > 50 and max(counts) == 0
 
 
-def test_single_face_clip_has_exactly_one_face_per_frame(full: BlazeFaceDetector,
+def test_single_face_clip_has_exactly_one_face_per_frame(detector: Detector,
                                                           clips: dict[str, list[np.ndarray]]) -> None:
-    counts = [len(d) for d in full(clips["single_face.mp4"])]
+    counts = [len(d) for d in detector(clips["single_face.mp4"])]
     assert len(counts) == 72 and set(counts) == {1}
 
 
 @pytest.mark.parametrize(("clip", "first"), [("face_noface.mov", 1), ("noface_face.mov", 0)])
-def test_face_appears_or_disappears_once(full: BlazeFaceDetector, clips: dict[str, list[np.ndarray]],
+def test_face_appears_or_disappears_once(detector: Detector, clips: dict[str, list[np.ndarray]],
                                          clip: str, first: int) -> None:
     frames = clips[clip]
-    present = np.array([len(d) > 0 for frames8 in _chunks(frames, 8) for d in full(np.stack(frames8))])
-    assert all(len(d) <= 1 for frames8 in _chunks(frames[:16], 8) for d in full(np.stack(frames8)))
+    present = np.array([len(d) > 0 for frames8 in _chunks(frames, 8) for d in detector(np.stack(frames8))])
+    assert all(len(d) <= 1 for frames8 in _chunks(frames[:16], 8) for d in detector(np.stack(frames8)))
     # One transition: the best split point explains all but a few flickering frames.
     n = len(present)
     errors = [int((present[:k] != bool(first)).sum() + (present[k:] == bool(first)).sum()) for k in range(n + 1)]
@@ -126,8 +138,10 @@ def _chunks(items: list[np.ndarray], size: int) -> list[list[np.ndarray]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def test_multi_face_image_has_five_faces(full: BlazeFaceDetector, media_dir: Path) -> None:
-    assert len(full([read_image(media_dir / "multi_face.jpg")])[0]) == 5
+def test_multi_face_image_has_five_faces(detector: Detector, media_dir: Path) -> None:
+    image = read_image(media_dir / "multi_face.jpg")
+    # 12 frames: the tracked detector's search frame and its region frames after it
+    assert [len(d) for d in detector([image] * 12)] == [5] * 12
 
 
 def test_haar_fallback_finds_faces(media_dir: Path) -> None:
@@ -155,9 +169,9 @@ def test_alignment_levels_the_eyes_and_centres_the_face() -> None:
     np.testing.assert_allclose(centre, [48, 48], atol=1e-6)
 
 
-def test_crops_are_96px_rgb_and_stable(full: BlazeFaceDetector, clips: dict[str, list[np.ndarray]]) -> None:
+def test_crops_are_96px_rgb_and_stable(detector: Detector, clips: dict[str, list[np.ndarray]]) -> None:
     frames = clips["single_face.mp4"][:24]
-    crops = np.concatenate([crop_faces(f, d) for f, d in zip(frames, full(np.stack(frames)), strict=True)])
+    crops = np.concatenate([crop_faces(f, d) for f, d in zip(frames, detector(np.stack(frames)), strict=True)])
     assert crops.shape == (24, 96, 96, 3) and crops.dtype == np.uint8
     step = np.abs(np.diff(crops.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
     unrelated = np.abs(crops[0].astype(np.float32) - np.roll(crops[0], 48, axis=1)).mean()
@@ -166,17 +180,17 @@ def test_crops_are_96px_rgb_and_stable(full: BlazeFaceDetector, clips: dict[str,
     assert crop_faces(frames[0], FaceDetections.empty()).shape == (0, 96, 96, 3)
 
 
-def _track(full: BlazeFaceDetector, frames: list[np.ndarray]) -> list[list[str]]:
+def _track(detector: Detector, frames: list[np.ndarray]) -> list[list[str]]:
     tracker = PersonTracker(seed=0)
     ids = []
     for t, frame in enumerate(frames):
-        dets = full([frame])[0]
+        dets = detector([frame])[0]
         ids.append(tracker.update(dets, crop_faces(frame, dets), t / 30))
     return ids
 
 
-def test_one_person_keeps_one_id(full: BlazeFaceDetector, clips: dict[str, list[np.ndarray]]) -> None:
-    ids = _track(full, clips["WolfgangLanger_Pexels.mp4"])
+def test_one_person_keeps_one_id(detector: Detector, clips: dict[str, list[np.ndarray]]) -> None:
+    ids = _track(detector, clips["WolfgangLanger_Pexels.mp4"])
     seen = Counter(pid for frame in ids for pid in frame)
     assert len(seen) == 1, seen
     (pid,) = seen
@@ -184,12 +198,12 @@ def test_one_person_keeps_one_id(full: BlazeFaceDetector, clips: dict[str, list[
     assert sum(len(f) for f in ids) >= 0.98 * len(ids)
 
 
-def test_returning_person_gets_their_id_back(full: BlazeFaceDetector, clips: dict[str, list[np.ndarray]]) -> None:
+def test_returning_person_gets_their_id_back(detector: Detector, clips: dict[str, list[np.ndarray]]) -> None:
     import cv2
 
     a, b = clips["WolfgangLanger_Pexels.mp4"], clips["single_face.mp4"]
     gap = [cv2.resize(f, (640, 360)) for f in clips["no_face.mp4"][:45]]
-    ids = _track(full, a[:90] + gap + b + gap + a[300:390])
+    ids = _track(detector, a[:90] + gap + b + gap + a[300:390])
     first = Counter(p for f in ids[:90] for p in f)
     middle = Counter(p for f in ids[135 : 135 + len(b)] for p in f)
     last = Counter(p for f in ids[-90:] for p in f)
@@ -200,11 +214,11 @@ def test_returning_person_gets_their_id_back(full: BlazeFaceDetector, clips: dic
     assert set(last) == {pid_a}, "the first person must get their ID back"
 
 
-def test_faces_of_one_frame_never_share_an_id(full: BlazeFaceDetector, media_dir: Path) -> None:
+def test_faces_of_one_frame_never_share_an_id(detector: Detector, media_dir: Path) -> None:
     image = read_image(media_dir / "multi_face.jpg")
     tracker = PersonTracker(seed=0)
     for t in range(5):
-        dets = full([image])[0]
+        dets = detector([image])[0]
         ids = tracker.update(dets, crop_faces(image, dets), t / 30)
         assert len(ids) == 5 and len(set(ids)) == 5
 
@@ -212,3 +226,78 @@ def test_faces_of_one_frame_never_share_an_id(full: BlazeFaceDetector, media_dir
 @pytest.mark.parametrize("bad", ["", "1abc", "../x", "a/b", "A", "a" * 64, "a\x00b", None, 5])
 def test_person_id_validation(bad: object) -> None:
     assert not is_valid_person_id(bad)
+
+
+def test_in_place_execution_changes_no_result(full: BlazeFaceDetector, clips: dict[str, list[np.ndarray]]) -> None:
+    x, *_ = full.preprocess([clips["single_face.mp4"][0]])
+    before = x.clone()
+    with torch.inference_mode():
+        reused = full.model(x)  # computes in place into intermediates
+    with torch.enable_grad():
+        plain = full.model(x)  # autograd on: every op allocates
+    for a, b in zip(reused, plain, strict=True):
+        assert torch.equal(a, b.detach())
+    assert torch.equal(x, before), "the input must never be overwritten"
+
+
+def test_regions_map_faces_back_to_frame_pixels(full: BlazeFaceDetector, short: BlazeFaceDetector,
+                                                clips: dict[str, list[np.ndarray]]) -> None:
+    frame = clips["single_face.mp4"][10]
+    ref = full([frame])[0]
+    tracked = RegionTrackingDetector(search=full, refine=short)
+    (x0, y0, side), = tracked.regions(ref.boxes, frame.shape)
+    h, w = frame.shape[:2]
+    # the region itself, one pushed half out of the frame (black there), and an empty one off the frame
+    regions = np.array([[x0, y0, side], [x0 - side // 3, y0, side], [w + 10, h + 10, 200]])
+    found = short.detect_regions(frame, regions)
+    assert [len(d) for d in found] == [1, 1, 0]
+    iod = np.linalg.norm(ref.keypoints[0, 0] - ref.keypoints[0, 1])
+    for d in found[:2]:
+        iou = box_iou(torch.from_numpy(d.boxes), torch.from_numpy(ref.boxes)).item()
+        assert iou >= 0.75, iou  # the short-range model draws its box ~7 % tighter
+        eyes_and_mouth = np.linalg.norm(d.keypoints[0, [0, 1, 3]] - ref.keypoints[0, [0, 1, 3]], axis=1)
+        assert eyes_and_mouth.max() < 0.15 * iod, eyes_and_mouth / iod
+
+
+def test_tracked_detector_searches_only_now_and_then(full: BlazeFaceDetector, short: BlazeFaceDetector,
+                                                     clips: dict[str, list[np.ndarray]]) -> None:
+    tracked = RegionTrackingDetector(search=full, refine=short, search_interval=10)
+    frames = clips["single_face.mp4"]
+    assert [len(d) for d in tracked(frames)] == [1] * len(frames)
+    print(f"single_face.mp4: {tracked.searches} full-range searches in {len(frames)} frames")
+    assert tracked.searches <= len(frames) // 10 + 2
+    before = tracked.searches
+    tracked(frames[:1])
+    assert tracked.searches == before, "a face still in its region needs no search"
+    tracked.reset()
+    tracked(frames[:1])
+    assert tracked.searches == before + 1, "after a reset the next frame is searched"
+
+
+def test_tracked_detector_finds_a_new_face_at_the_next_search(full: BlazeFaceDetector, short: BlazeFaceDetector,
+                                                              clips: dict[str, list[np.ndarray]]) -> None:
+    import cv2
+
+    # Two people side by side: the right one appears at frame 15 while the left one is being tracked.
+    left = [cv2.resize(f, (320, 240)) for f in clips["single_face.mp4"][:40]]
+    right = [cv2.resize(f, (320, 240)) for f in clips["WolfgangLanger_Pexels.mp4"][:40]]
+    blank = np.zeros_like(right[0])
+    frames = [np.hstack([a, b if i >= 15 else blank]) for i, (a, b) in enumerate(zip(left, right, strict=True))]
+    tracked = RegionTrackingDetector(search=full, refine=short, search_interval=10)
+    counts = [len(d) for d in tracked(frames)]
+    assert counts[:15] == [1] * 15
+    appeared = counts.index(2)
+    assert 15 <= appeared <= 15 + 10, counts
+    assert counts[appeared:] == [2] * (len(frames) - appeared), counts
+
+
+def test_tracked_detector_refuses_bad_settings_and_frames() -> None:
+    with pytest.raises(ValueError, match="search_interval"):
+        RegionTrackingDetector(search_interval=0)
+    with pytest.raises(ValueError, match="region_scale"):
+        RegionTrackingDetector(region_scale=0.5)
+    tracked = make_detector("blazeface_tracked")
+    with pytest.raises(ValueError, match="RGB uint8"):
+        tracked(np.zeros((1, 48, 64), np.uint8))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        tracked([np.zeros((48, 64, 3), np.float32)])

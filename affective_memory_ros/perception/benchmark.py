@@ -12,7 +12,8 @@ import torch
 
 from ..video import letterbox, read_video
 from .align import crop_faces
-from .detectors import make_detector
+from .detectors import DETECTORS, make_detector
+from .region_tracking import RegionTrackingDetector
 from .tracking import PersonTracker
 
 
@@ -30,12 +31,15 @@ def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[in
         "results": {},
     }
     for device in devices:
-        for name in ("blazeface_full", "blazeface_short", "haar"):
+        for name in DETECTORS:
             if name == "haar" and device != "cpu":
                 continue
             detector = make_detector(name, device)
             tracker = PersonTracker(seed=0)
             detector(clip[:3])  # warm-up
+            if isinstance(detector, RegionTrackingDetector):
+                detector.reset()
+                detector.searches = 0
             det_t, trk_t, crop_t, faces = [], [], [], 0
             for i, frame in enumerate(clip):
                 t0 = time.perf_counter()
@@ -57,7 +61,9 @@ def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[in
                 "total_ms_p90": round(float(np.percentile(total, 90)) * 1e3, 3),
                 "faces_per_frame": round(faces / len(clip), 3),
             }
-            if name != "haar":
+            if isinstance(detector, RegionTrackingDetector):
+                entry["search_frames"] = detector.searches  # frames that ran the full-range pass too
+            elif name != "haar":  # batching concerns stateless detectors
                 batch = np.stack(clip[:8])
                 detector(batch)
                 _sync(device)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torchvision.ops import batched_nms
 
-from .detections import FaceDetections
+from .detections import FaceDetections, check_frames
 from .tflite_graph import TFLiteGraph
 
 
@@ -85,24 +85,50 @@ class BlazeFaceDetector:
 
         Returns the batch and the (scale, pad_x, pad_y) that map model pixels back.
         """
-        array = np.ascontiguousarray(np.stack(frames) if isinstance(frames, list) else frames)
-        if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-            raise ValueError(f"expected RGB uint8 frames of shape (B, H, W, 3), got {array.shape} {array.dtype}")
-        h, w = array.shape[1:3]
+        array = check_frames(frames)
+        h, w = array[0].shape[:2]
         size = self.variant.input_size
         scale = size / max(h, w)
         new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-        if self.device.type == "cpu":
-            # OpenCV's area resize is ~10x cheaper on CPU than torch's antialiased one.
-            small = np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_AREA) for f in array])
-            x = torch.from_numpy(small).permute(0, 3, 1, 2).float()
-        else:
-            x = torch.from_numpy(array).to(self.device).permute(0, 3, 1, 2).float()
-            x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+        if self.device.type == "cpu":
+            # OpenCV's area resize is ~10x cheaper on CPU than torch's antialiased one; letterboxing into a
+            # black NHWC canvas gives the channels-last layout the model wants without a copy.
+            canvas = np.zeros((len(array), size, size, 3), np.uint8)
+            for canvas_i, f in zip(canvas, array, strict=True):
+                canvas_i[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = cv2.resize(f, (new_w, new_h),
+                                                                                interpolation=cv2.INTER_AREA)
+            return _normalise(torch.from_numpy(canvas)), scale, float(pad_x), float(pad_y)
+        x = torch.from_numpy(np.stack(array)).to(self.device).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
         x = F.pad(x, (pad_x, size - new_w - pad_x, pad_y, size - new_h - pad_y))
-        x = (x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
-        return x, scale, float(pad_x), float(pad_y)
+        return _normalise(x.permute(0, 2, 3, 1)), scale, float(pad_x), float(pad_y)
+
+    def preprocess_regions(self, frame: np.ndarray, regions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor, torch.Tensor]:
+        """Cut square regions (K, 3) as integer (x0, y0, side) out of one RGB frame, resized to the model input.
+
+        Parts of a region outside the frame are black, as in the letterbox.
+        Returns the batch and per-region (scale, pad_x, pad_y) for :meth:`decode`.
+        """
+        size = self.variant.input_size
+        h, w = frame.shape[:2]
+        crops = np.zeros((len(regions), size, size, 3), np.uint8)
+        for k, (x0, y0, side) in enumerate(np.asarray(regions, dtype=np.int64).tolist()):
+            fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+            if fx1 <= fx0 or fy1 <= fy0:
+                continue
+            if (fx0, fy0, fx1, fy1) == (x0, y0, x0 + side, y0 + side):
+                square = frame[y0:y0 + side, x0:x0 + side]
+            else:
+                square = np.zeros((side, side, 3), np.uint8)
+                square[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0] = frame[fy0:fy1, fx0:fx1]
+            interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+            crops[k] = cv2.resize(square, (size, size), interpolation=interpolation)
+        regions_t = torch.as_tensor(np.asarray(regions, dtype=np.float32).reshape(-1, 3))
+        scale = size / regions_t[:, 2]
+        return _normalise(torch.from_numpy(crops).to(self.device)), scale, -regions_t[:, 0] * scale, \
+            -regions_t[:, 1] * scale
 
     @torch.inference_mode()
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,24 +136,30 @@ class BlazeFaceDetector:
         regressors, logits = self.model(x)
         return regressors, logits.reshape(logits.shape[0], -1)
 
-    def decode(self, regressors: torch.Tensor, logits: torch.Tensor, scale: float, pad_x: float,
-               pad_y: float) -> list[FaceDetections]:
-        """Boxes and keypoints in frame pixels, after score threshold and NMS."""
+    def decode(self, regressors: torch.Tensor, logits: torch.Tensor, scale: float | torch.Tensor,
+               pad_x: float | torch.Tensor, pad_y: float | torch.Tensor) -> list[FaceDetections]:
+        """Boxes and keypoints in frame pixels, after score threshold and NMS.
+
+        ``scale`` and the pads map model pixels back to the frame: one value for
+        the whole batch (letterboxed frames) or one per item (regions).
+        """
         size = float(self.variant.input_size)
+        n = regressors.shape[0]
+        scales = torch.as_tensor(scale, dtype=torch.float32).expand(n).tolist()
+        offsets = torch.stack([torch.as_tensor(pad_x, dtype=torch.float32).expand(n),
+                               torch.as_tensor(pad_y, dtype=torch.float32).expand(n)], dim=-1).to(regressors.device)
         scores = torch.sigmoid(logits.clamp(-100.0, 100.0))
         centres = self.anchors * size  # anchor centres in model pixels
-        xy = regressors[..., 0:2] + centres
-        wh = regressors[..., 2:4]
-        boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=-1)
-        keypoints = regressors[..., 4:16].reshape(*regressors.shape[:2], 6, 2) + centres[:, None, :]
-        offset = torch.tensor([pad_x, pad_y], device=regressors.device)
         out = []
-        for b in range(regressors.shape[0]):
-            keep = scores[b] >= self.score_threshold
-            bx, sc, kp = boxes[b][keep], scores[b][keep], keypoints[b][keep]
+        for b in range(n):
+            keep = torch.nonzero(scores[b] >= self.score_threshold).squeeze(1)  # few anchors: decode only those
+            reg, sc, c = regressors[b, keep], scores[b, keep], centres[keep]
+            xy, wh = reg[:, 0:2] + c, reg[:, 2:4]
+            bx = torch.cat([xy - wh / 2, xy + wh / 2], dim=-1)
             order = batched_nms(bx, sc, torch.zeros_like(sc, dtype=torch.long), NMS_IOU)[: self.max_faces]
-            bx = (bx[order].reshape(-1, 2, 2) - offset) / scale
-            kp = (kp[order] - offset) / scale
+            kp = reg[order, 4:16].reshape(-1, 6, 2) + c[order, None, :]
+            bx = (bx[order].reshape(-1, 2, 2) - offsets[b]) / scales[b]
+            kp = (kp - offsets[b]) / scales[b]
             out.append(FaceDetections(bx.reshape(-1, 4).cpu().numpy(), sc[order].cpu().numpy(), kp.cpu().numpy()))
         return out
 
@@ -135,3 +167,16 @@ class BlazeFaceDetector:
         x, scale, pad_x, pad_y = self.preprocess(frames)
         regressors, logits = self.raw(x)
         return self.decode(regressors, logits, scale, pad_x, pad_y)
+
+    def detect_regions(self, frame: np.ndarray, regions: np.ndarray) -> list[FaceDetections]:
+        """Faces inside each square region (x0, y0, side) of one frame, in frame pixels; one batched model call."""
+        if len(regions) == 0:
+            return []
+        x, scale, pad_x, pad_y = self.preprocess_regions(frame, regions)
+        return self.decode(*self.raw(x), scale, pad_x, pad_y)
+
+
+def _normalise(nhwc: torch.Tensor) -> torch.Tensor:
+    """uint8-range NHWC pixels to the model's NCHW input in [-1, 1], channels-last (faster for these nets on CPU)."""
+    x = nhwc.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.channels_last)
+    return x.div_(127.5).sub_(1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .detections import FaceDetections
+from .detections import FaceDetections, check_frames
 
 #: Typical keypoint positions in a frontal Haar box, as fractions of (width, height).
 _KEYPOINT_LAYOUT = np.array([[0.32, 0.40], [0.68, 0.40], [0.50, 0.58], [0.50, 0.76], [0.08, 0.50], [0.92, 0.50]],
@@ -28,7 +28,7 @@ class HaarFaceDetector:
         self.min_size, self.scale_factor, self.min_neighbors = min_size, scale_factor, min_neighbors
 
     def __call__(self, frames: np.ndarray | list[np.ndarray]) -> list[FaceDetections]:
-        return [self._detect(frame) for frame in frames]
+        return [self._detect(frame) for frame in check_frames(frames)]
 
     def _detect(self, frame_rgb: np.ndarray) -> FaceDetections:
         grey = cv2.equalizeHist(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY))

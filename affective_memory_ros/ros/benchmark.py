@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..perception.detectors import DEFAULT_DETECTOR, DETECTORS
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .demo import dds_environment, node_command, stop_node
@@ -33,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--detector", default="blazeface_full")
+    parser.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
     args = parser.parse_args(argv)
     os.environ.update(dds_environment())
 

@@ -15,7 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from ..memory import GWRConfig
-from ..perception.detectors import DETECTORS
+from ..perception.detectors import DEFAULT_DETECTOR, DETECTORS
 from ..pipeline import DEFAULT_DISTANCE_SCALE, PipelineConfig
 
 # name: (default, description, range (lo, hi) or choices tuple or None, read_only)
@@ -28,7 +28,7 @@ PARAMETERS: dict[str, tuple[Any, str, Any, bool]] = {
     "memory_state_rate": (1.0, "MemoryState publication rate (Hz)", (0.1, 50.0), True),
     "device": ("auto", "PK device", ("auto", "cpu", "cuda"), True),
     "precision": ("fp32", "PK precision on CUDA (fp16 = autocast)", ("fp32", "fp16"), True),
-    "detector": ("blazeface_full", "face detector", DETECTORS, True),
+    "detector": (DEFAULT_DETECTOR, "face detector", DETECTORS, True),
     "pk_model": ("", "PK inference model file; empty = the shipped default", None, True),
     "init_frames": (25, "frames of a person's memory seeded from PK edits", (1, 10000), True),
     "edits_per_frame": (48, "PK edits per seeding frame", (1, 1024), True),
