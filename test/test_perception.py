@@ -301,3 +301,34 @@ def test_tracked_detector_refuses_bad_settings_and_frames() -> None:
         tracked(np.zeros((1, 48, 64), np.uint8))
     with pytest.raises(ValueError, match="RGB uint8"):
         tracked([np.zeros((48, 64, 3), np.float32)])
+
+
+@pytest.mark.parametrize(("x0", "y0", "scale", "size"), [
+    (0.0, -80.0, 0.3, 192),        # a 640x480 frame letterboxed to 192 (3.3x: two halvings, then bilinear)
+    (40.0, 120.0, 128 / 375, 128),  # a region inside the frame
+    (-200.0, 100.0, 128 / 375, 128),  # a region half outside the frame
+    (300.0, 200.0, 128 / 64, 128),  # a small region, enlarged
+])
+def test_resampling_maps_frame_points_exactly(x0: float, y0: float, scale: float, size: int) -> None:
+    import cv2
+
+    from affective_memory_ros.perception.resample import resample_square
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    spot = np.array([x0, y0]) + size / scale * np.array([0.6, 0.4])  # a bright disc, pixel-corner coordinates
+    radius = max(4.0, 3.0 / scale)
+    cv2.circle(image, tuple(round((v - 0.5) * 16) for v in spot), int(radius * 16), (255, 255, 255), -1,
+               lineType=cv2.LINE_AA, shift=4)
+    out = resample_square(image, x0, y0, scale, size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    expected = (spot - [x0, y0]) * scale  # where the disc must land in the output
+    grey = out[..., 0].astype(np.float64)
+    ys, xs = np.mgrid[:size, :size] + 0.5
+    near = (np.abs(xs - expected[0]) < 2 * radius * scale) & (np.abs(ys - expected[1]) < 2 * radius * scale)
+    weights = grey * near
+    got = np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+    # within 0.1 pixels of the coarser of the two grids
+    np.testing.assert_allclose(got / scale + [x0, y0], spot, atol=0.1 * max(1.0, 1.0 / scale))
+    if x0 < 0:  # outside the frame is black
+        left = int(-x0 * scale) - 1
+        assert out[:, :left].max() == 0
