@@ -103,6 +103,7 @@ def _pipeline_config(args: argparse.Namespace) -> object:
 
     return PipelineConfig(detector=args.detector, device=args.device, precision=args.precision,
                           pk_model=args.pk_model, init_frames=args.init_frames, edits_per_frame=args.edits_per_frame,
+                          max_seed_edits=args.max_seed_edits,
                           seed=args.seed)
 
 
@@ -113,6 +114,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
     p.add_argument("--init-frames", type=int, default=25)
     p.add_argument("--edits-per-frame", type=int, default=48)
+    p.add_argument("--max-seed-edits", type=int, default=96, help="PK edits per frame across all seeding persons")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -15,6 +15,7 @@ ROS-free: the node and the CLI are thin adapters over :class:`AffectPipeline`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections import OrderedDict
@@ -43,6 +44,8 @@ class PipelineConfig:
     pk_model: str | None = None
     init_frames: int = 25
     edits_per_frame: int = 48
+    #: PK edits per frame across all seeding persons: bounds a frame's cost when several people appear at once
+    max_seed_edits: int = 96
     max_persons: int = 32
     reid_threshold: float = DEFAULT_REID_THRESHOLD
     memory: GWRConfig = field(default_factory=lambda: GWRConfig(distance_scale=DEFAULT_DISTANCE_SCALE))
@@ -54,6 +57,8 @@ class PipelineConfig:
             problems.append(f"init_frames={self.init_frames} must be in [1, 10000]")
         if not 1 <= self.edits_per_frame <= 1024:
             problems.append(f"edits_per_frame={self.edits_per_frame} must be in [1, 1024]")
+        if not 1 <= self.max_seed_edits <= 65536:
+            problems.append(f"max_seed_edits={self.max_seed_edits} must be in [1, 65536]")
         if not 1 <= self.max_persons <= 4096:
             problems.append(f"max_persons={self.max_persons} must be in [1, 4096]")
         if self.precision not in ("fp32", "fp16"):
@@ -79,6 +84,10 @@ class PersonEstimate:
     num_neurons: int
 
 
+#: ``seeded`` sums fractions of frames; this absorbs their rounding when comparing with ``init_frames``.
+_SEED_TOLERANCE = 1e-6
+
+
 @dataclass
 class PersonState:
     """One person's affective memory and its bookkeeping."""
@@ -86,9 +95,11 @@ class PersonState:
     memory: GrowingWhenRequired
     frames_seen: int = 0
     last_seen: float = 0.0
+    #: seeding received so far, in frames' worth of edits (``edits_per_frame`` edits = 1.0)
+    seeded: float = 0.0
 
     def seeding(self, init_frames: int) -> bool:
-        return self.frames_seen < init_frames
+        return self.seeded < init_frames - _SEED_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -151,11 +162,11 @@ class AffectPipeline:
         z, pk_av = self.pk.encode(crops)
         t4 = time.perf_counter()
         states = [self._person(pid, timestamp) for pid in ids]
+        seeding_now = [s.seeding(self.config.init_frames) for s in states]
         self._seed(z, states)
         t5 = time.perf_counter()
         estimates = []
-        for i, (pid, state) in enumerate(zip(ids, states, strict=True)):
-            seeding = state.seeding(self.config.init_frames)
+        for i, (pid, state, seeding) in enumerate(zip(ids, states, seeding_now, strict=True)):
             state.memory.learn(z[i])
             recall = state.memory.recall(z[i])
             state.frames_seen += 1
@@ -170,16 +181,31 @@ class AffectPipeline:
         return estimates
 
     def _seed(self, z: np.ndarray, states: list[PersonState]) -> None:
-        """Edited faces, labelled with their targets, train the memories of seeding persons."""
-        seeding = [i for i, s in enumerate(states) if s.seeding(self.config.init_frames)]
+        """Edited faces, labelled with their targets, train the memories of seeding persons.
+
+        Each person needs ``init_frames`` x ``edits_per_frame`` edits in all. A
+        frame spends at most ``max_seed_edits``, shared evenly by the seeding
+        persons in view (at least one edit each), so five people appearing at
+        once stretch their seeding over more frames instead of stalling one
+        frame for seconds; every one of them still gets the same total.
+        """
+        cfg = self.config
+        seeding = [i for i, s in enumerate(states) if s.seeding(cfg.init_frames)]
         if not seeding:
             return
-        k = self.config.edits_per_frame
-        targets = self._rng.uniform(-1.0, 1.0, size=(len(seeding) * k, 2)).astype(np.float32)
-        z_edits = self.pk.edit_and_encode(np.repeat(z[seeding], k, axis=0), targets)
-        for j, i in enumerate(seeding):
-            rows = slice(j * k, (j + 1) * k)
+        share = max(1, min(cfg.edits_per_frame, cfg.max_seed_edits // len(seeding)))
+        counts = [min(share, max(1, math.ceil((cfg.init_frames - states[i].seeded) * cfg.edits_per_frame
+                                              - _SEED_TOLERANCE)))
+                  for i in seeding]
+        total = sum(counts)
+        targets = self._rng.uniform(-1.0, 1.0, size=(total, 2)).astype(np.float32)
+        z_edits = self.pk.edit_and_encode(np.repeat(z[seeding], counts, axis=0), targets)
+        start = 0
+        for i, count in zip(seeding, counts, strict=True):
+            rows = slice(start, start + count)
             states[i].memory.learn_batch(z_edits[rows], targets[rows])
+            states[i].seeded += count / cfg.edits_per_frame
+            start += count
 
     def _person(self, person_id: str, timestamp: float) -> PersonState:
         state = self.persons.get(person_id)
@@ -238,7 +264,8 @@ class AffectPipeline:
 
 
 def save_person_state(person_id: str, state: PersonState, path: str | os.PathLike[str]) -> Path:
-    extra = {"person_id": person_id, "frames_seen": str(state.frames_seen), "last_seen": repr(state.last_seen)}
+    extra = {"person_id": person_id, "frames_seen": str(state.frames_seen), "last_seen": repr(state.last_seen),
+             "seeded": repr(state.seeded)}
     return save_memory(state.memory, path, extra=extra)
 
 
@@ -249,6 +276,10 @@ def load_person_state(path: str | os.PathLike[str], expected_dim: int) -> Person
     try:
         frames = int(extra.get("frames_seen", "0"))
         last = float(extra.get("last_seen", "0"))
+        # files from 0.1.0 have no "seeded": every frame seen then was a full seeding frame
+        seeded = float(extra.get("seeded", str(frames)))
     except ValueError:
         raise ValueError(f"{path}: corrupt person metadata") from None
-    return PersonState(memory, max(frames, 0), last)
+    if not (math.isfinite(last) and math.isfinite(seeded)):
+        raise ValueError(f"{path}: corrupt person metadata")
+    return PersonState(memory, max(frames, 0), last, max(seeded, 0.0))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from affective_memory_ros.memory import MemoryFileError
-from affective_memory_ros.pipeline import AffectPipeline, PipelineConfig
+from affective_memory_ros.memory import GrowingWhenRequired, GWRConfig, MemoryFileError, save_memory
+from affective_memory_ros.pipeline import AffectPipeline, PipelineConfig, load_person_state
 from affective_memory_ros.video import read_image, read_video
 
 
@@ -52,6 +52,28 @@ def test_all_faces_of_a_frame_are_estimated(media_dir: Path) -> None:
     estimates = pipeline.process(image, 0.0)
     assert len(estimates) == 5 and len({e.person_id for e in estimates}) == 5
     assert len(pipeline.persons) == 5 and all(e.num_neurons >= 2 for e in estimates)
+
+
+def test_seeding_budget_is_shared_and_every_person_gets_full_seeding(clip: list[np.ndarray]) -> None:
+    # Three people appear together; 9 edits per frame in all, 7 per person per (full) frame, 3 frames' worth.
+    frames = [np.concatenate([f] * 3, axis=1) for f in clip[:12]]
+    pipeline = AffectPipeline(fast_config(init_frames=3, edits_per_frame=7, max_seed_edits=9))
+    labelled_before: dict[str, int] = {}
+    seeding_frames: dict[str, int] = {}
+    for i, frame in enumerate(frames):
+        estimates = pipeline.process(frame, i / 25)
+        assert len(estimates) == 3
+        spent = 0
+        for e in estimates:
+            memory = pipeline.persons[e.person_id].memory
+            spent += memory.labelled_steps - labelled_before.get(e.person_id, 0)
+            labelled_before[e.person_id] = memory.labelled_steps
+            seeding_frames[e.person_id] = seeding_frames.get(e.person_id, 0) + e.seeding
+        assert spent <= 9, f"frame {i}: {spent} edits spent, budget 9"
+    assert all(steps == 3 * 7 for steps in labelled_before.values()), labelled_before
+    # 9 // 3 = 3 edits each per frame (3/7 of a frame, inexact in floating point): 21 edits take 7 frames
+    assert set(seeding_frames.values()) == {7}, seeding_frames
+    assert not any(s.seeding(3) for s in pipeline.persons.values())
 
 
 def test_save_load_gives_identical_recall_and_reset_forgets(clip: list[np.ndarray], tmp_path: Path) -> None:
@@ -126,6 +148,8 @@ def test_bad_frames_are_refused(clip: list[np.ndarray]) -> None:
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="init_frames"):
         PipelineConfig(init_frames=0)
+    with pytest.raises(ValueError, match="max_seed_edits"):
+        PipelineConfig(max_seed_edits=0)
     with pytest.raises(ValueError, match="device"):
         PipelineConfig(device="tpu")
 
@@ -142,3 +166,17 @@ def test_cuda_fp16_matches_fp32(clip: list[np.ndarray]) -> None:
     z16, av16 = PKRuntime(device="cuda", precision="fp16").encode(crops)
     # Documented tolerance: fp16 autocast stays within 0.02 of fp32 on z and on D_em's output.
     assert np.abs(z16 - z32).max() < 0.02 and np.abs(av16 - av32).max() < 0.02
+
+
+def test_memory_files_without_seeding_progress_load_as_fully_seeded_frames(tmp_path: Path) -> None:
+    memory = GrowingWhenRequired(GWRConfig(dim=50))
+    memory.learn_batch(np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32),
+                       np.zeros((8, 2), np.float32))
+    # A 0.1.0 file: every frame seen was a full seeding frame, and there is no "seeded" entry.
+    save_memory(memory, tmp_path / "old.safetensors", extra={"person_id": "abcde", "frames_seen": "7",
+                                                             "last_seen": "1.5"})
+    state = load_person_state(tmp_path / "old.safetensors", expected_dim=50)
+    assert state.seeded == 7.0 and state.seeding(25) and not state.seeding(7)
+    save_memory(memory, tmp_path / "bad.safetensors", extra={"frames_seen": "7", "seeded": "nan"})
+    with pytest.raises(ValueError, match="corrupt person metadata"):
+        load_person_state(tmp_path / "bad.safetensors", expected_dim=50)

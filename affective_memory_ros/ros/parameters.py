@@ -32,6 +32,7 @@ PARAMETERS: dict[str, tuple[Any, str, Any, bool]] = {
     "pk_model": ("", "PK inference model file; empty = the shipped default", None, True),
     "init_frames": (25, "frames of a person's memory seeded from PK edits", (1, 10000), True),
     "edits_per_frame": (48, "PK edits per seeding frame", (1, 1024), True),
+    "max_seed_edits": (96, "PK edits per frame across all seeding persons (bounds a frame's cost)", (1, 65536), True),
     "max_persons": (32, "memories kept in RAM; least recently seen are saved and evicted", (1, 4096), True),
     "reid_threshold": (0.45, "appearance similarity to give a returning person their ID", (0.0, 1.0), True),
     "activity_threshold": (0.4, "GWR insertion threshold t_a", (0.0, 1.0), True),
@@ -93,5 +94,6 @@ def pipeline_config(node: Node) -> PipelineConfig:
     g = node.get_parameter
     return PipelineConfig(detector=g("detector").value, device=g("device").value, precision=g("precision").value,
                           pk_model=g("pk_model").value or None, init_frames=g("init_frames").value,
-                          edits_per_frame=g("edits_per_frame").value, max_persons=g("max_persons").value,
+                          edits_per_frame=g("edits_per_frame").value, max_seed_edits=g("max_seed_edits").value,
+                          max_persons=g("max_persons").value,
                           reid_threshold=g("reid_threshold").value, memory=memory_config(node), seed=g("seed").value)
