@@ -84,10 +84,6 @@ class PersonEstimate:
     num_neurons: int
 
 
-#: ``seeded`` sums fractions of frames; this absorbs their rounding when comparing with ``init_frames``.
-_SEED_TOLERANCE = 1e-6
-
-
 @dataclass
 class PersonState:
     """One person's affective memory and its bookkeeping."""
@@ -95,11 +91,12 @@ class PersonState:
     memory: GrowingWhenRequired
     frames_seen: int = 0
     last_seen: float = 0.0
-    #: seeding received so far, in frames' worth of edits (``edits_per_frame`` edits = 1.0)
+    #: seeding received so far, in frames' worth of edits (``edits_per_frame`` edits = 1.0); always
+    #: a whole number of edits divided by ``edits_per_frame``, so a finished seeding is exactly ``init_frames``
     seeded: float = 0.0
 
     def seeding(self, init_frames: int) -> bool:
-        return self.seeded < init_frames - _SEED_TOLERANCE
+        return self.seeded < init_frames
 
 
 @dataclass(frozen=True)
@@ -193,18 +190,19 @@ class AffectPipeline:
         seeding = [i for i, s in enumerate(states) if s.seeding(cfg.init_frames)]
         if not seeding:
             return
-        share = max(1, min(cfg.edits_per_frame, cfg.max_seed_edits // len(seeding)))
-        counts = [min(share, max(1, math.ceil((cfg.init_frames - states[i].seeded) * cfg.edits_per_frame
-                                              - _SEED_TOLERANCE)))
-                  for i in seeding]
+        per_frame = cfg.edits_per_frame
+        share = max(1, min(per_frame, cfg.max_seed_edits // len(seeding)))
+        done = [round(states[i].seeded * per_frame) for i in seeding]  # edits so far, a whole number
+        counts = [min(share, max(1, cfg.init_frames * per_frame - d)) for d in done]
         total = sum(counts)
         targets = self._rng.uniform(-1.0, 1.0, size=(total, 2)).astype(np.float32)
         z_edits = self.pk.edit_and_encode(np.repeat(z[seeding], counts, axis=0), targets)
         start = 0
-        for i, count in zip(seeding, counts, strict=True):
+        for i, count, d in zip(seeding, counts, done, strict=True):
             rows = slice(start, start + count)
             states[i].memory.learn_batch(z_edits[rows], targets[rows])
-            states[i].seeded += count / cfg.edits_per_frame
+            # recomputed from whole edits rather than summed, so no rounding error accumulates
+            states[i].seeded = (d + count) / per_frame
             start += count
 
     def _person(self, person_id: str, timestamp: float) -> PersonState:

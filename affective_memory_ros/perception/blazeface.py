@@ -109,12 +109,11 @@ class BlazeFaceDetector:
         Returns the batch and per-region (scale, pad_x, pad_y) for :meth:`decode`.
         """
         size = self.variant.input_size
-        crops = np.stack([resample_square(frame, x0, y0, size / side, size)
-                          for x0, y0, side in np.asarray(regions, dtype=np.int64).reshape(-1, 3).tolist()])
-        regions_t = torch.as_tensor(np.asarray(regions, dtype=np.float32).reshape(-1, 3))
-        scale = size / regions_t[:, 2]
-        return _normalise(torch.from_numpy(crops).to(self.device)), scale, -regions_t[:, 0] * scale, \
-            -regions_t[:, 1] * scale
+        boxes = np.asarray(regions, dtype=np.int64).reshape(-1, 3)
+        crops = np.stack([resample_square(frame, x0, y0, size / side, size) for x0, y0, side in boxes.tolist()])
+        corner = torch.from_numpy(boxes[:, :2].astype(np.float32))
+        scale = size / torch.from_numpy(boxes[:, 2].astype(np.float32))
+        return _normalise(torch.from_numpy(crops).to(self.device)), scale, -corner[:, 0] * scale, -corner[:, 1] * scale
 
     @torch.inference_mode()
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -69,23 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         player.wait_for_subscriber(120.0)
         # Warm up until the memory has finished seeding, then measure.
-        start = time.monotonic()
-        i = 0
-        while time.monotonic() - start < 15.0:
-            player.publish_frame(frames[i % len(frames)])
-            i += 1
-            time.sleep(1 / args.fps)
+        warm = player.publish_for(frames, args.fps, 15.0)
         latencies.clear()
         stamps.clear()
-        sent = 0
-        start = time.monotonic()
-        while time.monotonic() - start < args.seconds:
-            due = start + sent / args.fps
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            player.publish_frame(frames[(i + sent) % len(frames)])
-            sent += 1
+        sent = player.publish_for(frames, args.fps, args.seconds, first=warm)
         time.sleep(1.0)
     finally:
         stop_node(node)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -45,6 +46,24 @@ class CameraPlayer(Node):
         fill_image(msg, rgb, encoding)  # type: ignore[arg-type]
         self.pub.publish(msg)
         return msg
+
+    def publish_for(self, frames: Sequence[np.ndarray], fps: float, seconds: float, first: int = 0,
+                    after_each: Callable[[], None] | None = None) -> int:
+        """Publish ``frames`` cyclically (from index ``first``) at ``fps`` for ``seconds``; returns the count.
+
+        Paced against the start time, so a slow publish does not make the stream drift.
+        """
+        sent = 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            delay = start + sent / fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.publish_frame(frames[(first + sent) % len(frames)])
+            sent += 1
+            if after_each is not None:
+                after_each()
+        return sent
 
     def play(self, video: str, fps: float | None = None, loops: int = 1, max_frames: int | None = None,
              size: tuple[int, int] | None = None, stamps: list[tuple[int, int]] | None = None) -> int:

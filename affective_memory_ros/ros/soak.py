@@ -99,19 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rss: list[tuple[float, float]] = []
     try:
         player.wait_for_subscriber(120.0)
-        start = time.monotonic()
-        sent = 0
-        next_sample = start
-        while time.monotonic() - start < args.minutes * 60:
-            due = start + sent / args.fps
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            player.publish_frame(stream[sent % len(stream)])
-            sent += 1
+        start = next_sample = time.monotonic()
+
+        def sample_rss() -> None:
+            nonlocal next_sample
             if time.monotonic() >= next_sample:
                 rss.append((round(time.monotonic() - start, 1), _rss_mib(node.pid)))
                 next_sample += 10.0
+
+        sent = player.publish_for(stream, args.fps, args.minutes * 60, after_each=sample_rss)
         time.sleep(3.0)
     finally:
         stop_node(node)
