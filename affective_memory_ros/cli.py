@@ -8,12 +8,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from .perception.detectors import DEFAULT_DETECTOR, DETECTORS
+from typing import Any
 
 
 def _bench_memory(args: argparse.Namespace) -> int:
-    from .memory import benchmark
+    from .bench import memory as benchmark
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     print(json.dumps(benchmark.run(sizes=sizes, dim=args.dim, steps=args.steps), indent=2))
@@ -23,7 +22,7 @@ def _bench_memory(args: argparse.Namespace) -> int:
 def _bench_perception(args: argparse.Namespace) -> int:
     import torch
 
-    from .perception import benchmark
+    from .bench import perception as benchmark
 
     devices = ("cpu", "cuda") if torch.cuda.is_available() and args.device == "auto" else (
         ("cpu",) if args.device == "auto" else (args.device,))
@@ -98,56 +97,75 @@ def _eval_pk(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline_config(args: argparse.Namespace) -> object:
+def _configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """PipelineConfig, MemorySettings and StoreConfig from the flags (generated from the declarations)."""
+    from .modes import MemorySettings
     from .pipeline import PipelineConfig
+    from .settings import from_arguments
+    from .store import StoreConfig
 
-    return PipelineConfig(detector=args.detector, device=args.device, precision=args.precision,
-                          pk_model=args.pk_model, init_frames=args.init_frames, edits_per_frame=args.edits_per_frame,
-                          max_seed_edits=args.max_seed_edits,
-                          seed=args.seed)
-
-
-def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTORS)
-    p.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
-    p.add_argument("--init-frames", type=int, default=25)
-    p.add_argument("--edits-per-frame", type=int, default=48)
-    p.add_argument("--max-seed-edits", type=int, default=96, help="PK edits per frame across all seeding persons")
-    p.add_argument("--seed", type=int, default=0)
+    return (from_arguments(PipelineConfig, args), from_arguments(MemorySettings, args),
+            from_arguments(StoreConfig, args))
 
 
-RUN_COLUMNS = ("frame", "time", "person_id", "arousal", "valence", "pk_arousal", "pk_valence", "confidence",
-               "seeding", "neurons", "box_x1", "box_y1", "box_x2", "box_y2")
+def _add_pipeline_args(p: argparse.ArgumentParser, store: bool = False) -> None:
+    """Every setting the node has that makes sense offline, as flags (see the README's parameter table)."""
+    from .modes import MemorySettings
+    from .pipeline import PipelineConfig
+    from .settings import add_arguments
+    from .store import StoreConfig
+
+    add_arguments(p, PipelineConfig, MemorySettings, *((StoreConfig,) if store else ()))
+
+
+RUN_COLUMNS = ("frame", "time", "person_id", "arousal", "valence", "encoder_arousal", "encoder_valence",
+               "confidence", "expression", "expression_confidence", "seeding", "neurons",
+               "box_x1", "box_y1", "box_x2", "box_y2")
 
 
 def _run(args: argparse.Namespace) -> int:
     import csv
+    import io
 
     from tqdm import tqdm
 
+    from .atomic_io import atomic_write_bytes
     from .pipeline import AffectPipeline
-    from .recordings import recording_frames
+    from .recordings import check_recording, recording_frames
+    from .store import PersonStore
 
-    pipeline = AffectPipeline(_pipeline_config(args))  # type: ignore[arg-type]
+    # Everything about the input and the settings is checked before a model is loaded.
+    total = check_recording(args.recording, args.topic)
+    pipeline_cfg, memory_cfg, store_cfg = _configs(args)
+    store = PersonStore(store_cfg.store_dir or None)
     out = Path(args.out or Path(args.recording).with_suffix(".av.csv").name)
+    pipeline = AffectPipeline(pipeline_cfg, memory_cfg, store, load_from_store=store_cfg.load_on_start)
     count = 0
-    with out.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(RUN_COLUMNS)
-        for index, (t, frame) in enumerate(tqdm(recording_frames(args.recording, args.topic), unit="frame",
-                                                desc=Path(args.recording).name, disable=args.quiet)):
-            for e in pipeline.process(frame, t):
-                writer.writerow([index, f"{t:.4f}", e.person_id, f"{e.arousal:.4f}", f"{e.valence:.4f}",
-                                 f"{e.pk_arousal:.4f}", f"{e.pk_valence:.4f}", f"{e.confidence:.4f}", int(e.seeding),
-                                 e.num_neurons, *(f"{v:.1f}" for v in e.box)])
-                count += 1
+    buffer = io.StringIO()  # the CSV replaces --out only when the run succeeded
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RUN_COLUMNS)
+    start: float | None = None
+    frames = recording_frames(args.recording, args.topic)
+    index = -1
+    for index, (t, frame) in enumerate(tqdm(frames, total=total, unit="frame", desc=Path(args.recording).name,
+                                             disable=args.quiet)):
+        start = t if start is None else start
+        for e in pipeline.process(frame, t):
+            writer.writerow([index, f"{t - start:.4f}", e.person_id, f"{e.arousal:.4f}", f"{e.valence:.4f}",
+                             f"{e.encoder_arousal:.4f}", f"{e.encoder_valence:.4f}", f"{e.confidence:.4f}",
+                             e.expression, f"{e.expression_confidence:.4f}", int(e.seeding), e.num_neurons,
+                             *(f"{v:.1f}" for v in e.box)])
+            count += 1
+    if total is not None and index + 1 < total:
+        print(f"affective-memory run: warning: the recording ended early: {index + 1} of {total} frames read "
+              "(truncated or damaged file)", file=sys.stderr)
+    atomic_write_bytes(out, buffer.getvalue().encode())
     print(f"wrote {count} rows for {len(pipeline.persons)} person(s) to {out}")
-    if args.save_memories:
-        for pid in pipeline.persons:
-            path = pipeline.save_person(pid, Path(args.save_memories) / f"{pid}.safetensors")
-            print(f"saved {path}")
+    if store.enabled and store_cfg.save_on_shutdown:
+        report = store.save_all(pipeline.snapshots())
+        print(f"saved {len(report.saved)} memories to {store.directory}")
+    for _, text in sorted([*store.errors, *pipeline.errors]):
+        print(f"affective-memory run: {text}", file=sys.stderr)
     if args.plot:
         from .evaluation import read_rows
         from .visualize import plot_timeline
@@ -169,9 +187,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .pipeline_benchmark import run
+    from .bench.pipeline import run
 
-    report = run(Path(args.video), _pipeline_config(args), frames=args.frames, replicate=args.faces)  # type: ignore[arg-type]
+    pipeline_cfg, memory_cfg, _ = _configs(args)
+    report = run(Path(args.video), pipeline_cfg, memory_cfg, frames=args.frames, replicate=args.faces)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -179,7 +198,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_pk(args: argparse.Namespace) -> int:
     import torch
 
-    from .pk.benchmark import run
+    from .bench.pk import run
 
     devices = ("cpu", "cuda") if torch.cuda.is_available() and args.device == "auto" else (
         ("cpu",) if args.device == "auto" else (args.device,))
@@ -188,13 +207,14 @@ def _bench_pk(args: argparse.Namespace) -> int:
 
 
 def _plot_memory(args: argparse.Namespace) -> int:
-    from .memory import load_memory
+    from .store import PersonStore
     from .visualize import plot_memory
 
-    memory, extra = load_memory(args.file)
+    loaded = PersonStore(None).read(Path(args.file), expected_id=None)
+    plane = loaded.person.memory.plane()
     out = args.out or Path(args.file).with_suffix(".png").name
-    plot_memory(memory, out, title=extra.get("person_id", Path(args.file).stem))
-    print(f"wrote {out} ({memory.num_neurons} neurons)")
+    plot_memory(plane, out, title=f"{loaded.person.person_id} ({loaded.person.memory.mode} memory)")
+    print(f"wrote {out} ({len(plane.av)} neurons)")
     return 0
 
 
@@ -202,9 +222,9 @@ def _edit(args: argparse.Namespace) -> int:
     import cv2
     import numpy as np
 
+    from .encoders.pk import PKEncoder
     from .perception.align import crop_faces
     from .perception.detectors import make_detector
-    from .pk.inference import PKRuntime
     from .video import read_image
     from .visualize import edit_grid
 
@@ -219,7 +239,7 @@ def _edit(args: argparse.Namespace) -> int:
     axis = np.linspace(-1, 1, args.grid)
     grid = [(a, v) for a in axis[::-1] for v in axis]
     targets = np.array([(-1, -1), (0, 0), (1, 1), *grid], np.float32)
-    edits = PKRuntime(args.pk_model, args.device).edit_images(crop, targets)[0]
+    edits = PKEncoder(args.pk_model, args.device).edit_images(crop, targets)[0]
     captions = [f"a{a:+.1f} v{v:+.1f}" for a, v in targets]
     cols = max(4, args.grid)
     picture = np.concatenate([edit_grid(np.concatenate([crop, edits[:3]]), ["input", *captions[:3]], cols),
@@ -256,8 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--annotations", help="with --plot: CSV (frame or time, person_id, arousal, valence) to draw "
                                            "and score with a rolling CCC")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--save-memories", metavar="DIR", help="save every person's memory here at the end")
-    _add_pipeline_args(run)
+    _add_pipeline_args(run, store=True)
     run.set_defaults(func=_run)
 
     ev = sub.add_parser("eval", help="CCC per person and overall of a run CSV against annotations")
@@ -277,6 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_pk.add_argument("--pk-model", help="PK inference model (default: the shipped one)")
     bench_pk.add_argument("--device", default="auto", help="auto (CPU, and CUDA when present), cpu or cuda")
     bench_pk.set_defaults(func=_bench_pk)
+
+    reid = sub.add_parser("bench-reid", help="re-identification error rates of the appearance signature on a "
+                                             "labelled face folder (JSON; --markdown for a table)")
+    from .bench import reid as reid_bench
+
+    reid_bench.add_arguments(reid)
+    reid.set_defaults(func=reid_bench.run)
 
     pm = sub.add_parser("plot-memory", help="draw a saved memory's neurons on the arousal/valence plane (PNG)")
     pm.add_argument("file", help="a memory file (<person_id>.safetensors)")

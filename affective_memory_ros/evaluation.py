@@ -1,5 +1,5 @@
 """Scoring a ``run`` CSV against per-frame annotations: CCC per person and overall,
-for the PK alone and for the personalised memory."""
+for the encoder alone and for the personalised memory."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def score(pairs: list[tuple[dict[str, str], dict[str, str]]]) -> dict[str, Any]:
         out: dict[str, Any] = {"frames": len(sub)}
         for dim in ("arousal", "valence"):
             truth = np.array([float(a[dim]) for a, _ in sub])
-            for source, column in (("memory", dim), ("pk", f"pk_{dim}")):
+            for source, column in (("memory", dim), ("encoder", f"encoder_{dim}")):
                 pred = np.array([float(p[column]) for _, p in sub])
                 out[f"ccc_{source}_{dim}"] = round(ccc(pred, truth), 4)
                 out[f"rmse_{source}_{dim}"] = round(rmse(pred, truth), 4)

@@ -1,72 +1,82 @@
-"""The online P-AffMem loop: frame in, one arousal/valence estimate per visible person out.
+"""The online loop: frame in, one arousal/valence estimate per visible person out.
 
-Per frame: detect faces, crop, track to person IDs, encode all crops in one
-batched PK call. A person's affective memory is created when they are first
-seen. For their first ``init_frames`` frames, G edits their face towards
-``edits_per_frame`` (arousal, valence) targets; the encoded edits, labelled
-with their targets, seed and train the memory (all seeding persons' edits in
-one batch). After that, seeding stops and each real face updates the memory
-online. The output is the memory's recall of the real face, next to the PK's
-own, person-independent D_em reading.
+Per frame: detect faces, crop, recognise each face as a person (tracking plus
+appearance signatures, :mod:`.person`), encode all crops in one batched call
+of the configured encoder, and let each person's memory, in the configured
+mode, learn the face and read it out. The pipeline knows neither which encoder
+nor which memory mode it runs (:mod:`.encoders`, :mod:`.modes`).
+
+Slow work never blocks the frame path when ``background=True`` (the node):
+
+* **Seeding.** Memories built on P-AffMem want encoder edits of the person's
+  face. Each frame hands at most ``max_seed_edits`` edits, shared by the seeding
+  persons in view, to a background worker; the results train the memories
+  when they are ready. Until a memory is ready, the encoder's own estimate is
+  published, flagged as seeding.
+* **Files.** Persons recognised from the store are read by the store's I/O
+  thread, and evicted persons written by it (:mod:`.store`).
+
+With ``background=False`` (offline runs, benchmarks) the same work runs in
+order, so a run is deterministic.
 
 ROS-free: the node and the CLI are thin adapters over :class:`AffectPipeline`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import os
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .memory import GrowingWhenRequired, GWRConfig, load_memory, save_memory
+from .encoders import DEFAULT_ENCODER, ENCODERS, make_encoder
+from .expressions import EXPRESSIONS
+from .modes import Face, MemorySettings, MemorySummary, Reading, make_memory
 from .perception.align import crop_faces
-from .perception.detectors import DEFAULT_DETECTOR, make_detector
-from .perception.tracking import DEFAULT_REID_THRESHOLD, PersonTracker
-from .pk.inference import PKRuntime
-from .store import check_person_id
+from .perception.appearance import DEFAULT_REID_THRESHOLD, Gallery, appearance_embedding
+from .perception.detectors import DEFAULT_DETECTOR, DETECTORS, make_detector
+from .perception.tracking import PersonTracker
+from .person import LoadedPerson, Person, PersonSnapshot, check_person_id, new_person_id, snapshot
+from .settings import check, setting
+from .store import PersonStore
 
-#: Default activity distance scale for the PK's 50-d tanh codes (see docs/pipeline.md).
-DEFAULT_DISTANCE_SCALE = 2.0
+#: 4K UHD (3840 x 2160 = 8.3 MP) fits; larger frames are refused before any work is done.
+DEFAULT_MAX_FRAME_PIXELS = 8_388_608
+#: Persons seen in fewer frames are never written to the store: their memory has hardly begun, and an
+#: appearance signature of fewer frames is not one to recognise them by (docs/perception.md).
+MIN_FRAMES_TO_KEEP = 8
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    detector: str = DEFAULT_DETECTOR
-    device: str = "auto"
-    precision: str = "fp32"
-    pk_model: str | None = None
-    init_frames: int = 25
-    edits_per_frame: int = 48
-    #: PK edits per frame across all seeding persons: bounds a frame's cost when several people appear at once
-    max_seed_edits: int = 96
-    max_persons: int = 32
-    reid_threshold: float = DEFAULT_REID_THRESHOLD
-    memory: GWRConfig = field(default_factory=lambda: GWRConfig(distance_scale=DEFAULT_DISTANCE_SCALE))
-    seed: int = 0
+    """Settings of the perception and encoding loop (the memory's are :class:`~.modes.MemorySettings`)."""
+
+    detector: str = setting(DEFAULT_DETECTOR, "face detector; blazeface_tracked = full-range search every 10 "
+                                              "frames, short-range regions around known faces in between "
+                                              "(docs/perception.md)", choices=DETECTORS)
+    encoder: str = setting(DEFAULT_ENCODER, "face encoder: its code, arousal/valence and expression feed the "
+                                            "memories (docs/encoders.md)", choices=tuple(ENCODERS))
+    encoder_weights: str = setting("", "encoder weights file; empty = the encoder's shipped default")
+    device: str = setting("auto", "device of the encoder and detector: auto, cpu, cuda or cuda:N",
+                          choices=("auto", "cpu", "cuda"), prefix_choices=("cuda:",))
+    precision: str = setting("fp32", "encoder precision on CUDA (fp16 = autocast)", choices=("fp32", "fp16"))
+    max_seed_edits: int = setting(96, "encoder edits per frame across all seeding persons: bounds the seeding "
+                                      "work a frame hands to the background worker", range=(1, 65536))
+    max_persons: int = setting(32, "memories kept in RAM; beyond it the least recently seen are written to the "
+                                   "store and leave RAM", range=(1, 4096))
+    reid_threshold: float = setting(DEFAULT_REID_THRESHOLD, "appearance similarity at or above which a face is a "
+                                                            "known person, in RAM or in the store "
+                                                            "(docs/perception.md)", range=(0.0, 1.0))
+    max_frame_pixels: int = setting(DEFAULT_MAX_FRAME_PIXELS, "largest frame accepted (width x height); larger "
+                                                              "frames are refused with a message",
+                                    range=(1, 1 << 28))
+    seed: int = setting(0, "seed of the seeding edits' random targets", range=(0, 2**31 - 1))
 
     def __post_init__(self) -> None:
-        problems = []
-        if not 1 <= self.init_frames <= 10_000:
-            problems.append(f"init_frames={self.init_frames} must be in [1, 10000]")
-        if not 1 <= self.edits_per_frame <= 1024:
-            problems.append(f"edits_per_frame={self.edits_per_frame} must be in [1, 1024]")
-        if not 1 <= self.max_seed_edits <= 65536:
-            problems.append(f"max_seed_edits={self.max_seed_edits} must be in [1, 65536]")
-        if not 1 <= self.max_persons <= 4096:
-            problems.append(f"max_persons={self.max_persons} must be in [1, 4096]")
-        if self.precision not in ("fp32", "fp16"):
-            problems.append(f"precision={self.precision!r} must be fp32 or fp16")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            problems.append(f"device={self.device!r} must be auto, cpu or cuda")
-        if problems:
-            raise ValueError("invalid PipelineConfig: " + "; ".join(problems))
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -75,40 +85,23 @@ class PersonEstimate:
 
     person_id: str
     box: np.ndarray  # x1, y1, x2, y2 in frame pixels
-    arousal: float
+    arousal: float  # the memory's reading; the encoder's while seeding
     valence: float
-    pk_arousal: float
-    pk_valence: float
-    confidence: float  # the memory's activity for this face, (0, 1]
+    encoder_arousal: float  # the encoder's own, person-independent reading
+    encoder_valence: float
+    confidence: float  # the memory's confidence in (0, 1]; 0 while seeding
+    expression: str  # the encoder's top expression ("" when the encoder has no categorical head)
+    expression_confidence: float
     seeding: bool
     num_neurons: int
-
-
-@dataclass
-class PersonState:
-    """One person's affective memory and its bookkeeping."""
-
-    memory: GrowingWhenRequired
-    frames_seen: int = 0
-    last_seen: float = 0.0
-    #: seeding received so far, in frames' worth of edits (``edits_per_frame`` edits = 1.0); always
-    #: a whole number of edits divided by ``edits_per_frame``, so a finished seeding is exactly ``init_frames``
-    seeded: float = 0.0
-
-    def seeding(self, init_frames: int) -> bool:
-        return self.seeded < init_frames
 
 
 @dataclass(frozen=True)
 class PersonSummary:
     person_id: str
-    num_neurons: int
-    num_edges: int
-    frames_learned: int
+    summary: MemorySummary
     seeding: bool
     last_seen: float
-    mean_arousal: float
-    mean_valence: float
 
 
 @dataclass
@@ -123,161 +116,231 @@ class StageTimes:
     memory: float = 0.0
 
 
+class _InlineFuture:
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self._value
+
+
 class AffectPipeline:
-    def __init__(self, config: PipelineConfig | None = None,
-                 on_evict: Callable[[str, PersonState], None] | None = None,
-                 on_new_person: Callable[[str], PersonState | None] | None = None) -> None:
-        """``on_evict`` receives a memory pushed out of RAM (the node saves it);
-        ``on_new_person`` may return a saved memory for a person not in RAM (the
-        node loads it from its store), else a fresh memory is created."""
+    def __init__(self, config: PipelineConfig | None = None, memory: MemorySettings | None = None,
+                 store: PersonStore | None = None, *, background: bool = False,
+                 load_from_store: bool = True) -> None:
+        """``store`` = None keeps nothing on disk. ``background`` moves seeding and file I/O off the frame
+        path (the node); ``load_from_store`` recognises the store's persons (the ``load_on_start`` setting)."""
         self.config = cfg = config or PipelineConfig()
-        self.pk = PKRuntime(cfg.pk_model, cfg.device, cfg.precision)
-        self.detector = make_detector(cfg.detector, self.pk.device)
-        self.tracker = PersonTracker(reid_threshold=cfg.reid_threshold, seed=cfg.seed)
-        memory_cfg = cfg.memory
-        if memory_cfg.dim != self.pk.z_dim:
-            memory_cfg = dataclasses.replace(memory_cfg, dim=self.pk.z_dim)
-        self.memory_config = memory_cfg
-        self.persons: OrderedDict[str, PersonState] = OrderedDict()  # least recently seen first
-        self.on_evict = on_evict
-        self.on_new_person = on_new_person
+        self.memory_settings = memory or MemorySettings()
+        self.encoder = make_encoder(cfg.encoder, cfg.encoder_weights or None, cfg.device, cfg.precision)
+        self.detector = make_detector(cfg.detector, self.encoder.device)
+        self.store = store or PersonStore(None)
+        self.store.code_dim, self.store.encoder = self.encoder.code_dim, self.encoder.name
+        self.gallery = Gallery(cfg.reid_threshold)
+        if load_from_store:
+            for pid, signature in self.store.signatures().items():
+                self.gallery.enrol(pid, signature)
+        self.tracker = PersonTracker(self.gallery, self._new_id)
+        self.persons: OrderedDict[str, Person] = OrderedDict()  # least recently seen first
         self._rng = np.random.default_rng(cfg.seed)
+        self._seeder = ThreadPoolExecutor(1, thread_name_prefix="affect-seed") if background else None
+        self._seeding: tuple[Future[np.ndarray] | _InlineFuture, list[tuple[Person, int]], np.ndarray] | None = None
         self.times = StageTimes()
+        #: (time, message) of recent per-person failures (a bad memory never spoils anyone else's output).
+        self.errors: deque[tuple[float, str]] = deque(maxlen=50)
+
+    def close(self) -> None:
+        if self._seeder is not None:
+            self._seeder.shutdown(wait=False, cancel_futures=True)
+
+    def _new_id(self) -> str:
+        return new_person_id(lambda pid: pid in self.persons or pid in self.gallery or self.store.has(pid)
+                             or self.store.forgotten(pid))
 
     # ------------------------------------------------------------- the loop
-    def process(self, frame_rgb: np.ndarray, timestamp: float) -> list[PersonEstimate]:
+    def check_frame(self, frame_rgb: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame_rgb)
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame (H, W, 3), got {frame.shape} {frame.dtype}")
+        if frame.shape[0] * frame.shape[1] > self.config.max_frame_pixels:
+            raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} pixels is larger than max_frame_pixels="
+                             f"{self.config.max_frame_pixels}; refused")
+        return frame
+
+    def process(self, frame_rgb: np.ndarray, timestamp: float) -> list[PersonEstimate]:
+        frame = self.check_frame(frame_rgb)
         t0 = time.perf_counter()
+        self._collect()
         dets = self.detector([frame])[0]
         t1 = time.perf_counter()
         crops = crop_faces(frame, dets)
         t2 = time.perf_counter()
-        ids = self.tracker.update(dets, crops, timestamp)
+        ids = self.tracker.update(dets, appearance_embedding(crops), timestamp)
+        for provisional in self.tracker.renamed:  # recognised after their first frames: the new ID retires
+            self.persons.pop(provisional, None)
         t3 = time.perf_counter()
-        z, pk_av = self.pk.encode(crops)
+        enc = self.encoder.encode(crops)
         t4 = time.perf_counter()
-        states = [self._person(pid, timestamp) for pid in ids]
-        seeding_now = [s.seeding(self.config.init_frames) for s in states]
-        self._seed(z, states)
-        t5 = time.perf_counter()
         estimates = []
-        for i, (pid, state, seeding) in enumerate(zip(ids, states, seeding_now, strict=True)):
-            state.memory.learn(z[i])
-            recall = state.memory.recall(z[i])
-            state.frames_seen += 1
-            state.last_seen = timestamp
+        for i, pid in enumerate(ids):
+            face = Face(enc.code[i], enc.av[i], enc.probs[i])
+            person = self._person(pid, timestamp)
+            reading = self._learn_and_recall(person, face) if person is not None else None
+            if person is not None:
+                person.touch(timestamp)
+            probs = enc.probs[i]
+            top = int(np.argmax(probs)) if np.isfinite(probs).all() else -1
+            a, v = (float(np.clip(x, -1, 1)) for x in enc.av[i])
             estimates.append(PersonEstimate(
-                pid, dets.boxes[i].copy(), float(np.clip(recall.arousal, -1, 1)),
-                float(np.clip(recall.valence, -1, 1)), float(pk_av[i, 0]), float(pk_av[i, 1]),
-                float(recall.activity), seeding, state.memory.num_neurons))
+                pid, dets.boxes[i].copy(), reading.arousal if reading else a, reading.valence if reading else v,
+                a, v, reading.confidence if reading else 0.0, EXPRESSIONS[top] if top >= 0 else "",
+                float(probs[top]) if top >= 0 else 0.0, reading is None,
+                person.memory.summary().num_neurons if person is not None else 0))
+        t5 = time.perf_counter()
+        self._schedule_seeding(ids, enc.code)
+        self._collect()
         self._evict_if_needed(keep=set(ids))
         t6 = time.perf_counter()
-        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+        self.times = StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t6 - t5, t5 - t4)
         return estimates
 
-    def _seed(self, z: np.ndarray, states: list[PersonState]) -> None:
-        """Edited faces, labelled with their targets, train the memories of seeding persons.
+    def _learn_and_recall(self, person: Person, face: Face) -> Reading | None:
+        """The memory learns the face and reads it out; a failing memory is replaced, never fatal to others."""
+        try:
+            person.memory.learn(face)
+            return person.memory.recall(face) if person.memory.ready else None
+        except Exception as exc:
+            self.errors.append((time.time(), f"{person.person_id}: memory failed ({type(exc).__name__}: {exc}); "
+                                             "it starts afresh"))
+            person.memory = make_memory(self.memory_settings, self.encoder.code_dim)
+            return None
 
-        Each person needs ``init_frames`` x ``edits_per_frame`` edits in all. A
-        frame spends at most ``max_seed_edits``, shared evenly by the seeding
-        persons in view (at least one edit each), so five people appearing at
-        once stretch their seeding over more frames instead of stalling one
-        frame for seconds; every one of them still gets the same total.
-        """
-        cfg = self.config
-        seeding = [i for i, s in enumerate(states) if s.seeding(cfg.init_frames)]
-        if not seeding:
-            return
-        per_frame = cfg.edits_per_frame
-        share = max(1, min(per_frame, cfg.max_seed_edits // len(seeding)))
-        done = [round(states[i].seeded * per_frame) for i in seeding]  # edits so far, a whole number
-        counts = [min(share, max(1, cfg.init_frames * per_frame - d)) for d in done]
-        total = sum(counts)
-        targets = self._rng.uniform(-1.0, 1.0, size=(total, 2)).astype(np.float32)
-        z_edits = self.pk.edit_and_encode(np.repeat(z[seeding], counts, axis=0), targets)
-        start = 0
-        for i, count, d in zip(seeding, counts, done, strict=True):
-            rows = slice(start, start + count)
-            states[i].memory.learn_batch(z_edits[rows], targets[rows])
-            # recomputed from whole edits rather than summed, so no rounding error accumulates
-            states[i].seeded = (d + count) / per_frame
-            start += count
-
-    def _person(self, person_id: str, timestamp: float) -> PersonState:
-        state = self.persons.get(person_id)
-        if state is None and self.on_new_person is not None:
-            state = self.on_new_person(person_id)
-            if state is not None:
-                self.persons[person_id] = state
-        if state is None:
-            state = PersonState(GrowingWhenRequired(self.memory_config), 0, timestamp)
-            self.persons[person_id] = state
+    def _person(self, person_id: str, timestamp: float) -> Person | None:
+        """The person in RAM, or back from the store (None while their file is being read)."""
+        person = self.persons.get(person_id)
+        if person is None:
+            kept = self.store.reclaim(person_id)
+            if kept is not None:
+                person = kept[0]
+            elif person_id not in self.tracker.created and self.store.has(person_id):
+                self.store.request_load(person_id)
+                loaded = self.store.take_loaded()  # inline stores have it at once
+                self._install_loaded(loaded)
+                person = self.persons.get(person_id)
+                if person is None and self.store.loading(person_id):
+                    return None
+            if person is None:
+                person = Person(person_id, make_memory(self.memory_settings, self.encoder.code_dim),
+                                self.encoder.name, first_seen=timestamp, last_seen=timestamp)
+            self.persons[person_id] = person
         self.persons.move_to_end(person_id)
-        return state
+        return person
+
+    def _install_loaded(self, loaded: dict[str, LoadedPerson | None]) -> None:
+        for pid, item in loaded.items():
+            if item is not None and pid not in self.persons and pid in self.gallery:
+                self.persons[pid] = item.person
+
+    # ------------------------------------------------------------- seeding
+    def _schedule_seeding(self, ids: list[str], codes: np.ndarray) -> None:
+        """Hand this frame's share of edits to the worker (at most one batch in flight).
+
+        A frame spends at most ``max_seed_edits``, shared evenly by the seeding
+        persons in view (at least one edit each), so five people appearing at
+        once stretch their seeding over more frames instead of stalling any.
+        """
+        if self._seeding is not None or not self.encoder.can_edit:
+            return
+        wanting = [(i, p) for i, pid in enumerate(ids) if (p := self.persons.get(pid)) is not None
+                   and p.memory.edits_wanted > 0]
+        if not wanting:
+            return
+        cfg, per_frame = self.config, self.memory_settings.edits_per_frame
+        share = max(1, min(per_frame, cfg.max_seed_edits // len(wanting)))
+        jobs = [(p, min(share, p.memory.edits_wanted)) for _, p in wanting]
+        rows = np.repeat(codes[[i for i, _ in wanting]], [n for _, n in jobs], axis=0)
+        targets = self._rng.uniform(-1.0, 1.0, size=(len(rows), 2)).astype(np.float32)
+        if self._seeder is None:
+            future: Future[np.ndarray] | _InlineFuture = _InlineFuture(self.encoder.edit_and_encode(rows, targets))
+        else:
+            future = self._seeder.submit(self.encoder.edit_and_encode, rows, targets)
+        self._seeding = (future, jobs, targets)
+
+    def _collect(self) -> None:
+        """Apply finished background work: seeding edits, persons read from the store."""
+        self._install_loaded(self.store.take_loaded())
+        if self._seeding is None or not self._seeding[0].done():
+            return
+        future, jobs, targets = self._seeding
+        self._seeding = None
+        try:
+            edited = future.result()
+        except Exception as exc:
+            self.errors.append((time.time(), f"seeding failed: {type(exc).__name__}: {exc}"))
+            return
+        start = 0
+        for person, count in jobs:
+            rows = slice(start, start + count)
+            start += count
+            if self.persons.get(person.person_id) is person:  # still here, not reset or evicted meanwhile
+                try:
+                    person.memory.seed(edited[rows], targets[rows])
+                    person.version += 1
+                except Exception as exc:
+                    self.errors.append((time.time(), f"{person.person_id}: seeding failed: {exc}"))
 
     def _evict_if_needed(self, keep: set[str]) -> None:
-        """Hand the least recently seen memories beyond ``max_persons`` to ``on_evict``.
+        """Persons beyond ``max_persons``, least recently seen first, leave RAM for the store.
 
         Persons in ``keep`` (those of the current frame) are never evicted, so a
         frame with more faces than ``max_persons`` holds them all until it is done.
+        The store keeps each evicted person until their file is written.
         """
         excess = len(self.persons) - self.config.max_persons
         for victim in [pid for pid in self.persons if pid not in keep][: max(excess, 0)]:
-            state = self.persons.pop(victim)
-            if self.on_evict is not None:
-                self.on_evict(victim, state)
+            person = self.persons.pop(victim)
+            if self.store.enabled and person.frames_seen >= MIN_FRAMES_TO_KEEP:
+                self.store.keep(person, self.gallery.get(victim))
 
     # ------------------------------------------------ per-person operations
     def summaries(self) -> list[PersonSummary]:
-        out = []
-        for pid, s in self.persons.items():
-            mean = s.memory.mean_labels() if len(s.memory) else np.zeros(2, np.float32)
-            out.append(PersonSummary(pid, s.memory.num_neurons, s.memory.num_edges, s.memory.steps,
-                                     s.seeding(self.config.init_frames), s.last_seen, float(mean[0]),
-                                     float(mean[1])))
-        return out
+        return [PersonSummary(pid, p.memory.summary(), not p.memory.ready, p.last_seen)
+                for pid, p in self.persons.items()]
 
     def reset_person(self, person_id: str) -> bool:
-        """Forget a person's memory; it is re-created and re-seeded when they are next seen."""
+        """Forget a person in RAM and on disk (their file is deleted); their next sighting is a new person."""
         check_person_id(person_id)
-        return self.persons.pop(person_id, None) is not None
+        known = self.persons.pop(person_id, None) is not None or person_id in self.gallery
+        self.tracker.forget(person_id)
+        return self.store.forget(person_id) or known
 
-    def save_person(self, person_id: str, path: str | os.PathLike[str]) -> Path:
+    def snapshot(self, person_id: str) -> PersonSnapshot:
+        """A copy of a person for their file (cheap; take it under the lock, write outside it)."""
         check_person_id(person_id)
-        state = self.persons.get(person_id)
-        if state is None:
+        person = self.persons.get(person_id)
+        if person is None:
             raise KeyError(f"unknown person {person_id!r}")
-        return save_person_state(person_id, state, path)
+        return snapshot(person, self.gallery.get(person_id))
 
-    def load_person(self, person_id: str, path: str | os.PathLike[str]) -> PersonState:
-        """Replace (or create) a person's memory from a file; refuses foreign memories."""
+    def snapshots(self, changed_only: bool = False) -> list[PersonSnapshot]:
+        """Copies of every person worth keeping (seen in ``MIN_FRAMES_TO_KEEP`` frames or more)."""
+        return [snapshot(p, self.gallery.get(pid)) for pid, p in self.persons.items()
+                if p.frames_seen >= MIN_FRAMES_TO_KEEP and not (changed_only and self.store.is_saved(p))]
+
+    def install(self, person_id: str, loaded: LoadedPerson) -> Person:
+        """Give ``person_id`` a memory read from a file (an explicit load); replaces the one in RAM."""
         check_person_id(person_id)
-        state = load_person_state(path, expected_dim=self.memory_config.dim)
-        self.persons[person_id] = state
+        person = loaded.person
+        person.person_id = person_id
+        person.version += 1
+        self.persons[person_id] = person
         self.persons.move_to_end(person_id)
+        if loaded.signature is not None and person_id not in self.gallery:
+            self.gallery.enrol(person_id, loaded.signature)
+        self.store.reclaim(person_id)  # a kept older state must not overwrite this one
+        self.store.unforget(person_id)
         self._evict_if_needed(keep={person_id})
-        return state
-
-
-def save_person_state(person_id: str, state: PersonState, path: str | os.PathLike[str]) -> Path:
-    extra = {"person_id": person_id, "frames_seen": str(state.frames_seen), "last_seen": repr(state.last_seen),
-             "seeded": repr(state.seeded)}
-    return save_memory(state.memory, path, extra=extra)
-
-
-def load_person_state(path: str | os.PathLike[str], expected_dim: int) -> PersonState:
-    memory, extra = load_memory(path)
-    if memory.config.dim != expected_dim:
-        raise ValueError(f"{path}: memory has {memory.config.dim}-d prototypes, the PK gives {expected_dim}-d codes")
-    try:
-        frames = int(extra.get("frames_seen", "0"))
-        last = float(extra.get("last_seen", "0"))
-        # files from 0.1.0 have no "seeded": every frame seen then was a full seeding frame
-        seeded = float(extra.get("seeded", str(frames)))
-    except ValueError:
-        raise ValueError(f"{path}: corrupt person metadata") from None
-    if not (math.isfinite(last) and math.isfinite(seeded)):
-        raise ValueError(f"{path}: corrupt person metadata")
-    return PersonState(memory, max(frames, 0), last, max(seeded, 0.0))
+        return person

@@ -24,26 +24,78 @@ def is_bag(path: str | os.PathLike[str]) -> bool:
     return p.suffix == ".mcap" or (p.is_dir() and (p / "metadata.yaml").exists())
 
 
-def bag_frames(path: str | os.PathLike[str], topic: str | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """(header stamp in seconds, RGB frame) for each image message, in log-time order."""
+class RecordingError(ValueError):
+    """A recording cannot be read: not a video or bag, corrupt, or without the asked-for images."""
+
+
+def _open_bag(p: Path) -> object:
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such bag: {p}")
-    with AnyReader([p], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
-        connections = [c for c in reader.connections
-                       if c.msgtype in IMAGE_TYPES and (topic is None or c.topic == topic)]
-        if not connections:
-            found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
-            raise ValueError(f"{p}: no sensor_msgs/Image topic{f' {topic!r}' if topic else ''}; found {found}")
-        topics = {c.topic for c in connections}
-        if topic is None and len(topics) > 1:
-            raise ValueError(f"{p}: several image topics {sorted(topics)}; choose one with --topic")
-        for connection, _, raw in reader.messages(connections=connections):
-            msg = reader.deserialize(raw, connection.msgtype)
-            yield msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, image_to_rgb(msg)
+    return AnyReader([p], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+
+
+def _image_connections(reader: object, p: Path, topic: str | None) -> list[object]:
+    conns = reader.connections  # type: ignore[attr-defined]
+    connections = [c for c in conns if c.msgtype in IMAGE_TYPES and (topic is None or c.topic == topic)]
+    if not connections:
+        found = sorted({f"{c.topic} ({c.msgtype})" for c in conns})
+        raise RecordingError(f"{p}: no sensor_msgs/Image topic{f' {topic!r}' if topic else ''}; found {found}")
+    topics = {c.topic for c in connections}
+    if topic is None and len(topics) > 1:
+        raise RecordingError(f"{p}: several image topics {sorted(topics)}; choose one with --topic")
+    return connections
+
+
+def bag_frames(path: str | os.PathLike[str], topic: str | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """(header stamp in seconds, RGB frame) for each image message, in log-time order."""
+    p = Path(path)
+    try:
+        with _open_bag(p) as reader:  # type: ignore[attr-defined]
+            connections = _image_connections(reader, p, topic)
+            for connection, _, raw in reader.messages(connections=connections):
+                msg = reader.deserialize(raw, connection.msgtype)
+                yield msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, image_to_rgb(msg)
+    except (RecordingError, FileNotFoundError):
+        raise
+    except Exception as exc:  # rosbags and mcap raise their own types for damaged files
+        raise RecordingError(f"{p}: cannot read the bag ({type(exc).__name__}: {exc})") from None
+
+
+def check_recording(path: str | os.PathLike[str], topic: str | None = None) -> int | None:
+    """Check a recording before any model is loaded; returns its frame count when known.
+
+    Raises FileNotFoundError or :class:`RecordingError` with a reason a user can act on.
+    """
+    p = Path(path)
+    if p.suffix == ".db3":
+        raise RecordingError(f"{p} is one file of a rosbag2 recording; a bag is the folder that holds it and "
+                             f"its metadata.yaml: give {p.parent}")
+    if not p.exists():
+        raise FileNotFoundError(f"no such recording: {p}")
+    if is_bag(p):
+        try:
+            with _open_bag(p) as reader:  # type: ignore[attr-defined]
+                connections = _image_connections(reader, p, topic)
+                return int(sum(getattr(c, "msgcount", 0) for c in connections)) or None
+        except (RecordingError, FileNotFoundError):
+            raise
+        except Exception as exc:
+            raise RecordingError(f"{p}: not a readable bag ({type(exc).__name__}: {exc})") from None
+    if p.is_dir():
+        raise RecordingError(f"{p} is a folder without metadata.yaml: not a rosbag2 recording")
+    import cv2
+
+    cap = cv2.VideoCapture(str(p))
+    try:
+        if not cap.isOpened():
+            raise RecordingError(f"cannot open {p} as a video (unsupported or corrupt), and it is not a bag")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        return count if count > 0 else None
+    finally:
+        cap.release()
 
 
 def recording_frames(path: str | os.PathLike[str], topic: str | None = None) -> Iterator[tuple[float, np.ndarray]]:

@@ -12,9 +12,9 @@ import numpy as np
 
 def annotate_frame(frame_rgb: np.ndarray, estimates: Sequence[Any], memories: dict[str, Any] | None = None,
                    panel: int = 120) -> np.ndarray:
-    """A copy of the frame with each person's box, ID and memory/PK arousal and
-    valence, and, when ``memories`` maps person IDs to memories, a small memory
-    map beside the face (see :func:`memory_panel`)."""
+    """A copy of the frame with each person's box, ID and memory/encoder arousal
+    and valence, and, when ``memories`` maps person IDs to their memories'
+    :class:`~.modes.MemoryPlane`, a small memory map beside the face (see :func:`memory_panel`)."""
     out = np.ascontiguousarray(frame_rgb).copy()
     h, w = out.shape[:2]
     for e in estimates:
@@ -23,7 +23,7 @@ def annotate_frame(frame_rgb: np.ndarray, estimates: Sequence[Any], memories: di
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
         lines = [f"{e.person_id}{' (seeding)' if e.seeding else ''}",
                  f"A {e.arousal:+.2f}  V {e.valence:+.2f}",
-                 f"PK A {e.pk_arousal:+.2f} V {e.pk_valence:+.2f}"]
+                 f"enc A {e.encoder_arousal:+.2f} V {e.encoder_valence:+.2f}"]
         for k, text in enumerate(lines):
             y = max(y1 - 8 - 16 * (len(lines) - 1 - k), 12)
             cv2.putText(out, text, (x1, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
@@ -36,7 +36,7 @@ def annotate_frame(frame_rgb: np.ndarray, estimates: Sequence[Any], memories: di
     return out
 
 
-def memory_panel(memory: Any, current: tuple[float, float] | None = None, size: int = 120) -> np.ndarray:
+def memory_panel(plane: Any, current: tuple[float, float] | None = None, size: int = 120) -> np.ndarray:
     """The memory map drawn with OpenCV (fast enough for every debug frame): neurons
     at (valence, arousal), colour by habituation, newest brightest, red mean,
     white ring for the current estimate; axes span [-1, 1]."""
@@ -48,11 +48,11 @@ def memory_panel(memory: Any, current: tuple[float, float] | None = None, size: 
     def to_px(arousal: float, valence: float) -> tuple[int, int]:
         return (round((valence + 1) / 2 * (size - 1)), round((1 - arousal) / 2 * (size - 1)))
 
-    labels = np.asarray(memory.labels, np.float64)
+    labels = np.asarray(plane.av, np.float64)
     if len(labels):
-        born = np.asarray(memory.born, np.float64)
+        born = np.asarray(plane.born, np.float64)
         age = (born - born.min()) / max(float(np.ptp(born)), 1.0)
-        hab = np.asarray(memory.habituation, np.float64)
+        hab = np.asarray(plane.habituation, np.float64)
         for (a, v), hv, ag in zip(np.clip(labels, -1, 1), hab, age, strict=True):
             bright = 0.35 + 0.65 * ag
             colour = (int(255 * (1 - hv) * bright), int(200 * bright), int(255 * hv * bright))  # RGB
@@ -78,11 +78,11 @@ def rolling_ccc(prediction: np.ndarray, truth: np.ndarray, window: int) -> np.nd
 
 def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "",
                   annotations: Sequence[dict[str, Any]] | None = None, window: int = 50) -> Any:
-    """Arousal and valence over time per person: memory (solid) and PK (dashed),
+    """Arousal and valence over time per person: memory (solid) and encoder (dashed),
     seeding phase shaded. ``rows`` have time, person_id, arousal, valence,
-    pk_arousal, pk_valence, seeding. With ``annotations`` (matched rows of
+    encoder_arousal, encoder_valence, seeding. With ``annotations`` (matched rows of
     time/frame, person_id, arousal, valence), the ground truth is drawn too and a
-    third panel shows the rolling CCC (``window`` samples) of memory and PK.
+    third panel shows the rolling CCC (``window`` samples) of memory and encoder.
     Saves a PNG to ``path``; returns the plotted data per person (for tests)."""
     import matplotlib
 
@@ -102,7 +102,7 @@ def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "",
                     "time": np.array([t for t, _, _ in mine]),
                     **{f"true_{d}": np.array([float(a[d]) for _, a, _ in mine]) for d in ("arousal", "valence")},
                     **{f"{src}_{d}": np.array([float(p[f"{pre}{d}"]) for _, _, p in mine])
-                       for src, pre in (("memory", ""), ("pk", "pk_")) for d in ("arousal", "valence")}}
+                       for src, pre in (("memory", ""), ("encoder", "encoder_")) for d in ("arousal", "valence")}}
     n_panels = 3 if truth_by_person else 2
     fig, axes = plt.subplots(n_panels, 1, figsize=(10, 3 * n_panels), sharex=True)
     plotted: dict[str, dict[str, np.ndarray]] = {}
@@ -111,20 +111,20 @@ def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "",
         mine = [r for r in rows if str(r["person_id"]) == pid]
         t = np.array([float(r["time"]) for r in mine])
         data = {key: np.array([float(r[key]) for r in mine]) for key in
-                ("arousal", "valence", "pk_arousal", "pk_valence")}
+                ("arousal", "valence", "encoder_arousal", "encoder_valence")}
         data["time"] = t
         seeding = np.array([bool(int(r["seeding"])) for r in mine])
         c = colours[k % len(colours)]
         for ax, dim in zip(axes[:2], ("arousal", "valence"), strict=True):
             ax.plot(t, data[dim], color=c, lw=1.8, label=f"{pid} memory")
-            ax.plot(t, data[f"pk_{dim}"], color=c, lw=1.0, ls="--", alpha=0.7, label=f"{pid} PK")
+            ax.plot(t, data[f"encoder_{dim}"], color=c, lw=1.0, ls="--", alpha=0.7, label=f"{pid} encoder")
             if seeding.any():
                 ax.axvspan(t[seeding].min(), t[seeding].max(), color=c, alpha=0.08)
         truth = truth_by_person.get(pid)
         if truth is not None:
             for ax, dim in zip(axes[:2], ("arousal", "valence"), strict=True):
                 ax.plot(truth["time"], truth[f"true_{dim}"], color="black", lw=1.0, ls=":", label=f"{pid} annotation")
-            for src, style in (("memory", "-"), ("pk", "--")):
+            for src, style in (("memory", "-"), ("encoder", "--")):
                 for dim, alpha in (("arousal", 0.6), ("valence", 1.0)):
                     series = rolling_ccc(truth[f"{src}_{dim}"], truth[f"true_{dim}"], window)
                     data[f"rolling_ccc_{src}_{dim}"] = series
@@ -141,7 +141,7 @@ def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "",
         axes[2].grid(alpha=0.3)
         axes[2].legend(loc="lower right", fontsize=7, ncol=2)
     axes[0].legend(loc="upper right", fontsize=8, ncol=2)
-    axes[-1].set_xlabel("time (s); shaded: seeding from PK edits")
+    axes[-1].set_xlabel("time (s) from the start of the recording; shaded: seeding (encoder estimate)")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -150,18 +150,19 @@ def plot_timeline(rows: Sequence[dict[str, Any]], path: Any, title: str = "",
     return plotted
 
 
-def plot_memory(memory: Any, path: Any, title: str = "") -> dict[str, np.ndarray]:
-    """The Affective Memory demo view of one person's memory: every neuron at its
-    (arousal, valence) label, coloured by habituation, newest neurons brightest,
-    the mean in red; axes fixed to [-1, 1]. Saves a PNG and returns the plotted data."""
+def plot_memory(plane: Any, path: Any, title: str = "") -> dict[str, np.ndarray]:
+    """The Affective Memory demo view of one person's memory (a :class:`~.modes.MemoryPlane`):
+    every neuron at its (arousal, valence), coloured by habituation, newest
+    neurons brightest, the mean in red; axes fixed to [-1, 1]. Saves a PNG and
+    returns the plotted data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = np.asarray(memory.labels, np.float64)
-    born = np.asarray(memory.born, np.float64)
-    habituation = np.asarray(memory.habituation, np.float64)
+    labels = np.asarray(plane.av, np.float64)
+    born = np.asarray(plane.born, np.float64)
+    habituation = np.asarray(plane.habituation, np.float64)
     age = (born - born.min()) / max(float(np.ptp(born)), 1.0) if len(born) else born  # 0 oldest .. 1 newest
     alpha = 0.25 + 0.75 * age
     fig, ax = plt.subplots(figsize=(5.5, 5))

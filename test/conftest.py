@@ -18,12 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HELPERS = Path(__file__).resolve().parent / "helpers"
 
-# Domain IDs 1..100 stay clear of the Linux ephemeral port range.
-DDS_ENV = {
-    "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-    "ROS_LOCALHOST_ONLY": "1",
-    "ROS_DOMAIN_ID": str(1 + os.getpid() % 100),
-}
+from affective_memory_ros.ros.harness import dds_environment  # noqa: E402 - rclpy-free: sets nothing itself
+
+DDS_ENV = dds_environment()
 os.environ.update(DDS_ENV)
 
 
@@ -39,7 +36,9 @@ def ros_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def media_dir() -> Path:
     """Real media fetched at set-up time from registry packages (scripts/fetch_media.sh)."""
-    path = Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", REPO / ".cache" / "media"))
+    from affective_memory_ros.ros.harness import media_dir as configured
+
+    path = configured() if "AFFECTIVE_MEMORY_MEDIA" in os.environ else REPO / ".cache" / "media"
     if not (path / ".complete").exists():
         pytest.fail(f"test media missing in {path}: run scripts/setup.sh")
     return path

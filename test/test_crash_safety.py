@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from affective_memory_ros.atomic_io import TEMP_PREFIX
-from affective_memory_ros.memory import load_memory
-from affective_memory_ros.store import MemoryStore
+from affective_memory_ros.store import MARKER, PersonStore
 
 from conftest import HELPERS
 
@@ -22,12 +21,13 @@ KILLS = 50
 
 def test_sigkill_during_saves_never_corrupts(tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
-    target = MemoryStore(store_dir).path_for("ydsgt")
+    store = PersonStore(store_dir, code_dim=50, encoder="pk")
+    target = store.path_for("ydsgt")
     rng = random.Random(1234)
     version = 0
     stale_seen = 0
     for _ in range(KILLS):
-        child = subprocess.Popen([sys.executable, str(HELPERS / "save_forever.py"), str(target), str(version)],
+        child = subprocess.Popen([sys.executable, str(HELPERS / "save_forever.py"), str(store_dir), str(version)],
                                  stdout=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
         assert child.stdout is not None
         first = child.stdout.readline()  # the child is up and has completed one save
@@ -36,15 +36,15 @@ def test_sigkill_during_saves_never_corrupts(tmp_path: Path) -> None:
         child.send_signal(signal.SIGKILL)
         rest, _ = child.communicate()
         done = [int(v) for v in (first + rest).split()]
-        memory, extra = load_memory(target)  # must load: never torn
-        assert memory.num_neurons > 2
-        saved = int(extra["version"])
+        person = store.read(target, "ydsgt").person  # must load: never torn
+        assert person.memory.summary().num_neurons > 2
+        saved = person.frames_seen
         # The file holds the last completed save, or the one in flight when the kill came.
         assert saved in (done[-1], done[-1] + 1), (saved, done[-3:])
         version = saved + 1
         stale_seen += len(list(store_dir.glob(f"{TEMP_PREFIX}*")))
     # Reopening the store clears what killed writes left behind.
-    MemoryStore(store_dir)
+    PersonStore(store_dir)
     assert not list(store_dir.glob(f"{TEMP_PREFIX}*"))
-    assert [p.name for p in store_dir.iterdir()] == ["ydsgt.safetensors"]
+    assert sorted(p.name for p in store_dir.iterdir()) == [MARKER, "ydsgt.safetensors"]
     print(f"{KILLS} SIGKILLs; temp files left by killed writes before cleanup: {stale_seen}")

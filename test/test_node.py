@@ -29,7 +29,7 @@ def graph(ros_env: dict[str, str], media_dir: Path,
     from rclpy.executors import SingleThreadedExecutor
 
     from affective_memory_ros.msg import ArousalValence, MemoryState
-    from affective_memory_ros.ros.demo import node_command
+    from affective_memory_ros.ros.harness import node_command
 
     store = tmp_path_factory.mktemp("store")
     node = subprocess.Popen(
@@ -94,7 +94,7 @@ def test_av_arrives_for_one_stable_person_with_the_frames_header(graph: dict[str
     matched = [m for m in av if (m.header.stamp.sec, m.header.stamp.nanosec) in sent]
     assert len(matched) == len(av), "every ArousalValence carries its source image's stamp"
     assert {m.header.frame_id for m in av} == {"camera_optical_frame"}
-    assert all(-1 <= v <= 1 for m in av for v in (m.arousal, m.valence, m.pk_arousal, m.pk_valence))
+    assert all(-1 <= v <= 1 for m in av for v in (m.arousal, m.valence, m.encoder_arousal, m.encoder_valence))
     assert av[0].seeding and not av[-1].seeding
     assert av[-1].num_neurons >= 2 and av[-1].roi.width > 50
 
@@ -108,18 +108,26 @@ def test_memory_state_reports_the_person(graph: dict[str, Any]) -> None:
     assert person.last_seen.sec > 0
 
 
-def test_save_load_reset_and_refusals(graph: dict[str, Any]) -> None:
+def test_save_load_reset_and_refusals(graph: dict[str, Any], tmp_path: Path) -> None:
     from affective_memory_ros.srv import LoadPerson, ResetPerson, SavePerson
 
     pid = graph["got"]["av"][0].person_id
     saved = call(graph, SavePerson, "/affect/save_person", person_id=pid, path="")
     assert saved.success, saved.message
     assert Path(saved.path).is_file() and Path(saved.path).parent == graph["store"]
+    backup = call(graph, SavePerson, "/affect/save_person", person_id=pid, path=f"backup/{pid}.safetensors")
+    assert backup.success, backup.message
     neurons = graph["got"]["av"][-1].num_neurons
+
+    # A person's file can only be that person's; names the store reserves are refused.
+    for path, why in ((f"{'b' * 10}.safetensors", "another person"), (".tmp-x.safetensors", "reserves")):
+        res = call(graph, SavePerson, "/affect/save_person", person_id=pid, path=path)
+        assert not res.success and why in res.message, res.message
+    assert not (graph["store"] / ".tmp-x.safetensors").exists()
 
     reset = call(graph, ResetPerson, "/affect/reset_person", person_id=pid)
     assert reset.success, reset.message
-    time.sleep(0.5)
+    assert not Path(saved.path).exists(), "a reset deletes the person's file"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         latest = graph["got"]["state"][-1]
@@ -127,8 +135,17 @@ def test_save_load_reset_and_refusals(graph: dict[str, Any]) -> None:
             break
         time.sleep(0.2)
     assert pid not in [p.person_id for p in graph["got"]["state"][-1].persons], "reset empties that person"
+    res = call(graph, LoadPerson, "/affect/load_person", person_id=pid, path="")
+    assert not res.success and "no saved memory" in res.message, "nothing comes back from the store after a reset"
 
-    loaded = call(graph, LoadPerson, "/affect/load_person", person_id=pid, path="")
+    # An explicit backup loads back into the person; into another person only as an explicit import.
+    other = "zzzzzzzzzz"
+    refused = call(graph, LoadPerson, "/affect/load_person", person_id=other, path=f"backup/{pid}.safetensors")
+    assert not refused.success and "not 'zzzzzzzzzz'" in refused.message, refused.message
+    imported = call(graph, LoadPerson, "/affect/load_person", person_id=other, path=f"backup/{pid}.safetensors",
+                    import_memory=True)
+    assert imported.success and imported.num_neurons == neurons, imported.message
+    loaded = call(graph, LoadPerson, "/affect/load_person", person_id=pid, path=f"backup/{pid}.safetensors")
     assert loaded.success, loaded.message
     assert loaded.num_neurons == neurons
 
@@ -242,22 +259,28 @@ def test_sigint_saves_and_exits_cleanly(graph: dict[str, Any]) -> None:
     node.send_signal(signal.SIGINT)
     assert node.wait(timeout=30) == 0, "".join(graph["log"][-20:])
     assert list(graph["store"].glob("*.safetensors")), "memories are saved on shutdown"
+    assert "Traceback" not in "".join(graph["log"])
 
 
-@pytest.mark.parametrize(("override", "reason"), [("device:=tpu", "device"), ("init_frames:=0", "init_frames"),
-                                                  ("reid_threshold:=1.5", "reid_threshold")])
-def test_invalid_parameters_are_refused_with_a_reason(ros_env: dict[str, str], override: str, reason: str) -> None:
-    from affective_memory_ros.ros.demo import node_command
+@pytest.mark.parametrize(("override", "reason"), [
+    ("device:=tpu", "device"), ("init_frames:=0", "init_frames"), ("reid_threshold:=1.5", "reid_threshold"),
+    ("max_persons:=0", "max_persons"), ("encoder_weights:=/nonexistent/pk.safetensors", "/nonexistent/pk"),
+    ("encoder_weights:=/dev/zero", "not a regular file"), ("memory_mode:=nonsense", "memory_mode"),
+])
+def test_invalid_configuration_is_refused_with_one_line_and_exit_code_2(ros_env: dict[str, str], override: str,
+                                                                        reason: str) -> None:
+    from affective_memory_ros.ros.harness import node_command
 
     done = subprocess.run(node_command(None, override), env=ros_env, capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0
-    assert reason in done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out[-2000:]
+    assert reason in out and "Traceback" not in out, out[-2000:]
 
 
 def test_corrupt_store_file_is_kept_aside_and_sigterm_exits_cleanly(ros_env: dict[str, str], tmp_path: Path) -> None:
     import signal
 
-    from affective_memory_ros.ros.demo import node_command
+    from affective_memory_ros.ros.harness import node_command
 
     store = tmp_path / "store"
     store.mkdir()

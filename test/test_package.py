@@ -17,8 +17,8 @@ CORE = REPO / "affective_memory_ros"
 def test_core_never_imports_rclpy() -> None:
     offenders = []
     for path in CORE.rglob("*.py"):
-        if "ros" in path.relative_to(CORE).parts[:1]:
-            continue  # affective_memory_ros/ros/ is the rclpy adapter
+        if path.relative_to(CORE).parts[0] in ("ros", "bench"):
+            continue  # the rclpy adapter, and measurement (the node's latency benchmark and soak start nodes)
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             names = []
@@ -41,8 +41,8 @@ def test_installed_package_is_the_one_under_test() -> None:
 
     fields = ArousalValence.get_fields_and_field_types()
     assert fields["header"] == "std_msgs/Header" and fields["roi"] == "sensor_msgs/RegionOfInterest"
-    for name in ("person_id", "arousal", "valence", "confidence", "pk_arousal", "pk_valence", "seeding",
-                 "num_neurons"):
+    for name in ("person_id", "arousal", "valence", "confidence", "encoder_arousal", "encoder_valence",
+                 "expression", "expression_confidence", "seeding", "num_neurons"):
         assert name in fields
     assert MemoryState.get_fields_and_field_types()["persons"] == "sequence<affective_memory_ros/PersonMemory>"
     assert "last_seen" in PersonMemory.get_fields_and_field_types()
@@ -107,3 +107,74 @@ def test_cli_bench_perception_prints_json(media_dir: Path) -> None:
     report = json.loads(out)
     full = report["results"]["blazeface_full@cpu"]
     assert full["faces_per_frame"] == 1.0 and full["total_ms_median"] > 0
+
+
+#: The package's layers, lowest first: a module may import from its own layer and those below, never above.
+LAYERS: list[tuple[str, ...]] = [
+    ("atomic_io", "file_format", "metrics", "settings", "splits", "expressions", "image_encoding", "video"),
+    ("memory", "perception", "pk", "facechannel"),
+    ("encoders", "modes"),
+    ("person",),
+    ("store",),
+    ("pipeline", "recordings", "evaluation", "visualize"),
+    ("cli", "ros", "bench"),
+]
+
+
+def _layer_of(module: str) -> int:
+    top = module.split(".")[0]
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"module {module} is in no layer: add it to LAYERS")
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """module (dotted, relative to the package) -> package modules it imports."""
+    graph: dict[str, set[str]] = {}
+    for path in CORE.rglob("*.py"):
+        rel = path.relative_to(CORE).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        if not parts or parts[0] in ("msg", "srv"):
+            continue
+        name = ".".join(parts)
+        package = parts[:-1] if rel.name != "__init__" else parts
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[: len(package) - node.level + 1] if node.level > 1 else package
+                    target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                elif node.module and node.module.startswith("affective_memory_ros."):
+                    target = node.module.removeprefix("affective_memory_ros.")
+                else:
+                    continue
+                if target and target.split(".")[0] not in ("msg", "srv"):
+                    found.add(target)
+            elif isinstance(node, ast.Import):
+                found |= {a.name.removeprefix("affective_memory_ros.") for a in node.names
+                          if a.name.startswith("affective_memory_ros.")}
+        graph[name] = found
+    return graph
+
+
+def test_no_module_imports_from_a_layer_above_it() -> None:
+    offenders = [f"{m} -> {t}" for m, targets in _package_imports().items() for t in targets
+                 if m and _layer_of(t) > _layer_of(m)]
+    assert not offenders, offenders
+
+
+def test_the_product_never_imports_measurement() -> None:
+    offenders = [f"{m} -> {t}" for m, targets in _package_imports().items() for t in targets
+                 if t.split(".")[0] == "bench" and m.split(".")[0] not in ("bench", "cli")]
+    assert not offenders, offenders
+
+
+def test_no_import_cycles_between_subpackages() -> None:
+    import graphlib
+
+    edges: dict[str, set[str]] = {}
+    for m, targets in _package_imports().items():
+        top = m.split(".")[0]
+        edges.setdefault(top, set()).update(t.split(".")[0] for t in targets if t.split(".")[0] != top)
+    graphlib.TopologicalSorter(edges).prepare()  # raises CycleError on a cycle

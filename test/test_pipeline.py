@@ -1,4 +1,4 @@
-"""The online P-AffMem loop end to end on real video, with the shipped PK model."""
+"""The online loop end to end on real video, with the shipped encoder, detector and a real store."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from affective_memory_ros.memory import GrowingWhenRequired, GWRConfig, MemoryFileError, save_memory
-from affective_memory_ros.pipeline import AffectPipeline, PipelineConfig, load_person_state
+from affective_memory_ros.modes import MemorySettings
+from affective_memory_ros.perception.appearance import PROBE_FRAMES
+from affective_memory_ros.pipeline import MIN_FRAMES_TO_KEEP, AffectPipeline, PipelineConfig
+from affective_memory_ros.store import PersonStore
 from affective_memory_ros.video import read_image, read_video
+from test_store import failing_writes
 
 
 @pytest.fixture(scope="module")
@@ -18,46 +21,55 @@ def clip(media_dir: Path) -> list[np.ndarray]:
     return read_video(media_dir / "WolfgangLanger_Pexels.mp4", max_frames=60)
 
 
-def fast_config(**kw: object) -> PipelineConfig:
-    base: dict[str, object] = {"device": "cpu", "init_frames": 6, "edits_per_frame": 16}
-    base.update(kw)
-    return PipelineConfig(**base)  # type: ignore[arg-type]
+@pytest.fixture(scope="module")
+def other(media_dir: Path) -> list[np.ndarray]:
+    return read_video(media_dir / "single_face.mp4", max_frames=20)
 
 
-def run(pipeline: AffectPipeline, frames: list[np.ndarray]) -> list[list]:
-    return [pipeline.process(f, i / 25) for i, f in enumerate(frames)]
+def fast(init_frames: int = 6, edits_per_frame: int = 16, **kw: object) -> dict[str, object]:
+    return {"config": PipelineConfig(device="cpu", **kw),  # type: ignore[arg-type]
+            "memory": MemorySettings(init_frames=init_frames, edits_per_frame=edits_per_frame)}
+
+
+def run(pipeline: AffectPipeline, frames: list[np.ndarray], t0: float = 0.0) -> list[list]:
+    return [pipeline.process(f, t0 + i / 25) for i, f in enumerate(frames)]
 
 
 def test_one_person_one_id_finite_values_and_seeding_stops(clip: list[np.ndarray]) -> None:
-    pipeline = AffectPipeline(fast_config())
+    pipeline = AffectPipeline(**fast())  # type: ignore[arg-type]
     out = run(pipeline, clip[:30])
     flat = [e for frame in out for e in frame]
     assert len(flat) >= 28
     assert len({e.person_id for e in flat}) == 1
-    values = np.array([[e.arousal, e.valence, e.pk_arousal, e.pk_valence, e.confidence] for e in flat])
-    assert np.isfinite(values).all() and np.abs(values[:, :4]).max() <= 1 and (values[:, 4] > 0).all()
+    values = np.array([[e.arousal, e.valence, e.encoder_arousal, e.encoder_valence] for e in flat])
+    assert np.isfinite(values).all() and np.abs(values).max() <= 1
     seeding = [e.seeding for e in flat]
+    # 6 frames' worth of 16 edits, one frame's worth per frame: ready after the sixth frame.
     assert seeding[:6] == [True] * 6 and not any(seeding[6:]), "seeding must stop after init_frames"
+    assert all(e.confidence == 0 for e in flat[:6]) and all(0 < e.confidence <= 1 for e in flat[6:])
+    while_seeding = [e for e in flat if e.seeding]
+    assert all((e.arousal, e.valence) == (e.encoder_arousal, e.encoder_valence) for e in while_seeding), \
+        "while seeding, the encoder's estimate is published"
     memory = pipeline.persons[flat[0].person_id].memory
-    labelled = memory.labelled_steps
+    labelled = memory.net.labelled_steps  # type: ignore[attr-defined]
     assert labelled == 6 * 16
     run(pipeline, clip[30:40])
-    assert memory.labelled_steps == labelled, "after seeding, only real (unlabelled) faces are learned"
-    assert memory.steps > labelled
+    assert memory.net.labelled_steps == labelled, "after seeding, only real (unlabelled) faces are learned"  # type: ignore[attr-defined]
+    assert memory.net.steps > labelled  # type: ignore[attr-defined]
 
 
 def test_all_faces_of_a_frame_are_estimated(media_dir: Path) -> None:
     image = read_image(media_dir / "multi_face.jpg")
-    pipeline = AffectPipeline(fast_config(init_frames=1, edits_per_frame=8))
+    pipeline = AffectPipeline(**fast(init_frames=1, edits_per_frame=8))  # type: ignore[arg-type]
     estimates = pipeline.process(image, 0.0)
     assert len(estimates) == 5 and len({e.person_id for e in estimates}) == 5
-    assert len(pipeline.persons) == 5 and all(e.num_neurons >= 2 for e in estimates)
+    assert len(pipeline.persons) == 5 and all(p.memory.ready for p in pipeline.persons.values())
 
 
 def test_seeding_budget_is_shared_and_every_person_gets_full_seeding(clip: list[np.ndarray]) -> None:
     # Three people appear together; 9 edits per frame in all, 7 per person per (full) frame, 3 frames' worth.
     frames = [np.concatenate([f] * 3, axis=1) for f in clip[:12]]
-    pipeline = AffectPipeline(fast_config(init_frames=3, edits_per_frame=7, max_seed_edits=9))
+    pipeline = AffectPipeline(**fast(init_frames=3, edits_per_frame=7, max_seed_edits=9))  # type: ignore[arg-type]
     labelled_before: dict[str, int] = {}
     seeding_frames: dict[str, int] = {}
     for i, frame in enumerate(frames):
@@ -66,117 +78,168 @@ def test_seeding_budget_is_shared_and_every_person_gets_full_seeding(clip: list[
         spent = 0
         for e in estimates:
             memory = pipeline.persons[e.person_id].memory
-            spent += memory.labelled_steps - labelled_before.get(e.person_id, 0)
-            labelled_before[e.person_id] = memory.labelled_steps
+            spent += memory.edits_done - labelled_before.get(e.person_id, 0)  # type: ignore[attr-defined]
+            labelled_before[e.person_id] = memory.edits_done  # type: ignore[attr-defined]
             seeding_frames[e.person_id] = seeding_frames.get(e.person_id, 0) + e.seeding
         assert spent <= 9, f"frame {i}: {spent} edits spent, budget 9"
     assert all(steps == 3 * 7 for steps in labelled_before.values()), labelled_before
-    # 9 // 3 = 3 edits each per frame (3/7 of a frame, inexact in floating point): 21 edits take 7 frames
+    # 9 // 3 = 3 edits each per frame: 21 edits take 7 frames; whole edit counts, no rounding.
     assert set(seeding_frames.values()) == {7}, seeding_frames
-    assert not any(s.seeding(3) for s in pipeline.persons.values())
+    assert all(p.memory.ready for p in pipeline.persons.values())
 
 
-def test_save_load_gives_identical_recall_and_reset_forgets(clip: list[np.ndarray], tmp_path: Path) -> None:
-    pipeline = AffectPipeline(fast_config())
+def test_seeding_runs_off_the_frame_path_in_the_background(clip: list[np.ndarray]) -> None:
+    """Frames keep coming back with the encoder's estimate while the worker seeds; then the memory reads.
+
+    No timing is asserted (the latency is the benchmark's job): only that seeding
+    completes in the background with exactly the edits it wants.
+    """
+    import time
+
+    pipeline = AffectPipeline(**fast(init_frames=4, edits_per_frame=48), background=True)  # type: ignore[arg-type]
+    flat = []
+    deadline = time.monotonic() + 300
+    try:
+        i = 0
+        while time.monotonic() < deadline and (not flat or flat[-1].seeding):
+            flat += pipeline.process(clip[i % len(clip)], i / 25)
+            i += 1
+    finally:
+        pipeline.close()
+    assert flat[0].seeding and not flat[-1].seeding, "seeding finishes in the background"
+    (person,) = pipeline.persons.values()
+    assert person.memory.edits_done == 4 * 48  # type: ignore[attr-defined]
+    assert all((e.valence, e.confidence) == (e.encoder_valence, 0.0) for e in flat if e.seeding)
+
+
+def test_a_backup_loads_back_with_identical_recall_and_reset_forgets(clip: list[np.ndarray],
+                                                                     tmp_path: Path) -> None:
+    from affective_memory_ros.modes import Face
+
+    store = PersonStore(tmp_path / "store")
+    pipeline = AffectPipeline(**fast(), store=store)  # type: ignore[arg-type]
     run(pipeline, clip[:12])
     (pid,) = pipeline.persons
-    path = pipeline.save_person(pid, tmp_path / f"{pid}.safetensors")
-    z, _ = pipeline.pk.encode(np.stack([np.zeros((96, 96, 3), np.uint8)]))
-    before = pipeline.persons[pid].memory.recall(z[0])
-    frames_seen = pipeline.persons[pid].frames_seen
-    assert pipeline.reset_person(pid) and pid not in pipeline.persons
+    path = store.write(pipeline.snapshot(pid))
+    backup = store.write(pipeline.snapshot(pid), tmp_path / "backup.safetensors")
+    enc = pipeline.encoder.encode(np.zeros((1, 96, 96, 3), np.uint8))
+    face = Face(enc.code[0], enc.av[0], enc.probs[0])
+    before = pipeline.persons[pid].memory.recall(face)
+    assert pipeline.reset_person(pid) and pid not in pipeline.persons and pid not in pipeline.gallery
+    assert not path.exists(), "a reset forgets on disk too"
     assert not pipeline.reset_person(pid)
-    state = pipeline.load_person(pid, path)
-    after = state.memory.recall(z[0])
-    assert before.neuron == after.neuron and before.activity == after.activity
-    np.testing.assert_array_equal(before.labels, after.labels)
-    assert state.frames_seen == frames_seen and not state.seeding(pipeline.config.init_frames)
+    person = pipeline.install(pid, store.read(backup, pid))
+    assert person.memory.recall(face) == before
+    assert person.memory.ready and pid in pipeline.gallery
     with pytest.raises(ValueError, match="invalid person ID"):
-        pipeline.save_person("../etc/passwd", tmp_path / "x.safetensors")
+        pipeline.snapshot("../etc/passwd")
     with pytest.raises(KeyError):
-        pipeline.save_person("nobody", tmp_path / "x.safetensors")
-    (tmp_path / "bad.safetensors").write_bytes(b"not a memory")
-    with pytest.raises(MemoryFileError):
-        pipeline.load_person(pid, tmp_path / "bad.safetensors")
-    assert pipeline.persons[pid] is state, "a refused load must keep the memory in RAM"
+        pipeline.snapshot("nobody")
 
 
-def test_memories_are_bounded_by_max_persons(media_dir: Path) -> None:
-    evicted: list[int] = []
+def test_memories_are_bounded_by_max_persons_and_evicted_to_the_store(media_dir: Path, tmp_path: Path) -> None:
     image = read_image(media_dir / "multi_face.jpg")
-    pipeline = AffectPipeline(fast_config(init_frames=1, edits_per_frame=4, max_persons=3),
-                              on_evict=lambda pid, state: evicted.append(state.memory.num_neurons))
-    pipeline.process(image, 0.0)
-    assert len(pipeline.persons) == 5 and not evicted, "persons of the current frame are never evicted"
-    pipeline.process(np.zeros_like(image), 0.04)  # nobody in view: back to the cap
-    assert len(pipeline.persons) == 3 and len(evicted) == 2
-    assert min(evicted) >= 2, "evicted memories hold what they learned"
-
-
-def test_an_evicted_person_comes_back_with_their_memory(media_dir: Path, tmp_path: Path) -> None:
-    from affective_memory_ros.pipeline import PersonState, load_person_state, save_person_state
-
-    def evict(pid: str, state: PersonState) -> None:
-        save_person_state(pid, state, tmp_path / f"{pid}.safetensors")
-
-    def come_back(pid: str) -> PersonState | None:
-        path = tmp_path / f"{pid}.safetensors"
-        return load_person_state(path, 50) if path.exists() else None
-
-    image = read_image(media_dir / "multi_face.jpg")
-    pipeline = AffectPipeline(fast_config(init_frames=1, edits_per_frame=4, max_persons=3), on_evict=evict,
-                              on_new_person=come_back)
-    first = {e.person_id: e.num_neurons for e in pipeline.process(image, 0.0)}
-    pipeline.process(np.zeros_like(image), 0.04)  # nobody in view: two memories go to disk
-    saved = {p.stem for p in tmp_path.glob("*.safetensors")}
-    assert len(saved) == 2 and saved <= set(first) and not saved & set(pipeline.persons)
-    second = {e.person_id: e for e in pipeline.process(image, 0.08)}
-    # They come back with their saved memory, not a fresh, seeding one.
+    store = PersonStore(tmp_path / "store")
+    pipeline = AffectPipeline(**fast(init_frames=1, edits_per_frame=4, max_persons=3), store=store)  # type: ignore[arg-type]
+    for i in range(MIN_FRAMES_TO_KEEP):
+        first = {e.person_id: e.num_neurons for e in pipeline.process(image, i / 25)}
+    assert len(pipeline.persons) == 5 and not store.stored_ids(), "persons of the current frame are never evicted"
+    pipeline.process(np.zeros_like(image), 1.0)  # nobody in view: back to the cap
+    assert len(pipeline.persons) == 3 and len(store.stored_ids()) == 2
+    saved = store.stored_ids()
+    second = {e.person_id: e for e in pipeline.process(image, 1.04)}
+    # They are recognised and come back with their saved memory, not a fresh, seeding one.
     assert set(second) == set(first)
     for pid in saved:
         assert second[pid].num_neurons >= first[pid] and not second[pid].seeding
 
 
-def test_bad_frames_are_refused(clip: list[np.ndarray]) -> None:
-    pipeline = AffectPipeline(fast_config())
+def test_an_evicted_memory_is_never_dropped_when_its_save_fails(media_dir: Path, tmp_path: Path) -> None:
+    image = read_image(media_dir / "multi_face.jpg")
+    store = PersonStore(tmp_path / "store", retry_period=0.0)
+    pipeline = AffectPipeline(**fast(init_frames=1, edits_per_frame=4, max_persons=3), store=store)  # type: ignore[arg-type]
+    for i in range(MIN_FRAMES_TO_KEEP):
+        first = {e.person_id: e.num_neurons for e in pipeline.process(image, i / 25)}
+    with failing_writes():  # the disk is full while two persons leave RAM
+        pipeline.process(np.zeros_like(image), 1.0)
+    assert len(store.unsaved) == 2 and not store.stored_ids() and store.errors
+    second = {e.person_id: e for e in pipeline.process(image, 1.04)}
+    assert set(second) == set(first)
+    for pid in first:
+        assert not second[pid].seeding and second[pid].num_neurons >= first[pid], "nobody lost their memory"
+    assert store.unsaved == []
+
+
+def test_a_stranger_never_inherits_a_stored_memory_and_a_returning_person_gets_theirs(
+        clip: list[np.ndarray], other: list[np.ndarray], tmp_path: Path) -> None:
+    """The ROS-adoption issue's reproduction, without ROS: two runs over one store."""
+    store_dir = tmp_path / "store"
+    first = AffectPipeline(**fast(), store=PersonStore(store_dir))  # type: ignore[arg-type]
+    woman = {e.person_id for frame in run(first, clip[:20]) for e in frame}
+    assert len(woman) == 1
+    (woman_id,) = woman
+    first.store.save_all(first.snapshots())
+
+    second = AffectPipeline(**fast(), store=PersonStore(store_dir))  # type: ignore[arg-type]
+    man = [e for frame in run(second, other) for e in frame]
+    assert {e.person_id for e in man} != {woman_id} and woman_id not in {e.person_id for e in man}
+    assert man[0].seeding, "a new person starts with a fresh memory"
+    second.store.save_all(second.snapshots())
+    assert len(list(store_dir.glob("*.safetensors"))) == 2, "two people, two files"
+
+    # She returns looking as she did (how often people who look different are recognised is a measured
+    # rate, docs/perception.md): after her probation frames she is herself again, with her memory.
+    third = AffectPipeline(**fast(), store=PersonStore(store_dir))  # type: ignore[arg-type]
+    back = [e for frame in run(third, clip[:12]) for e in frame]
+    assert {e.person_id for e in back[PROBE_FRAMES:]} == {woman_id}, "the same person gets her own memory back"
+    assert not back[-1].seeding and back[-1].num_neurons > 0
+    assert third.persons[woman_id].frames_seen > 20, "her stored memory, not a fresh one"
+
+
+def test_a_failing_memory_never_spoils_another_persons_output(media_dir: Path) -> None:
+    image = read_image(media_dir / "multi_face.jpg")
+    pipeline = AffectPipeline(**fast(init_frames=1, edits_per_frame=8))  # type: ignore[arg-type]
+    ids = [e.person_id for e in pipeline.process(image, 0.0)]
+    victim = pipeline.persons[ids[0]].memory
+    victim.net._sqnorm = victim.net._sqnorm[:1]  # type: ignore[attr-defined]  # corrupt: its next step raises
+    estimates = {e.person_id: e for e in pipeline.process(image, 0.04)}
+    assert len(estimates) == 5
+    assert all(not estimates[pid].seeding for pid in ids[1:]), "everyone else reads from their memory"
+    assert pipeline.errors and ids[0] in pipeline.errors[-1][1]
+
+
+def test_bad_and_oversized_frames_are_refused(clip: list[np.ndarray]) -> None:
+    pipeline = AffectPipeline(**fast(max_frame_pixels=640 * 480))  # type: ignore[arg-type]
     for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8)):
         with pytest.raises(ValueError, match="RGB uint8"):
             pipeline.process(bad, 0.0)
+    with pytest.raises(ValueError, match="max_frame_pixels"):
+        pipeline.process(np.zeros((1000, 1000, 3), np.uint8), 0.0)
     assert pipeline.process(clip[0], 0.0)
 
 
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="init_frames"):
-        PipelineConfig(init_frames=0)
+        MemorySettings(init_frames=0)
     with pytest.raises(ValueError, match="max_seed_edits"):
         PipelineConfig(max_seed_edits=0)
     with pytest.raises(ValueError, match="device"):
         PipelineConfig(device="tpu")
+    assert PipelineConfig(device="cuda:1").device == "cuda:1"
+    with pytest.raises(ValueError, match="memory_mode"):
+        MemorySettings(memory_mode="nonsense")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp16_matches_fp32(clip: list[np.ndarray]) -> None:
+    from affective_memory_ros.encoders import make_encoder
     from affective_memory_ros.perception.align import crop_faces
     from affective_memory_ros.perception.blazeface import BlazeFaceDetector
-    from affective_memory_ros.pk.inference import PKRuntime
 
     det = BlazeFaceDetector("full", device="cuda")
     crops = np.concatenate([crop_faces(f, d) for f, d in zip(clip[:16], det(np.stack(clip[:16])), strict=True)])
-    z32, av32 = PKRuntime(device="cuda", precision="fp32").encode(crops)
-    z16, av16 = PKRuntime(device="cuda", precision="fp16").encode(crops)
-    # Documented tolerance: fp16 autocast stays within 0.02 of fp32 on z and on D_em's output.
-    assert np.abs(z16 - z32).max() < 0.02 and np.abs(av16 - av32).max() < 0.02
-
-
-def test_memory_files_without_seeding_progress_load_as_fully_seeded_frames(tmp_path: Path) -> None:
-    memory = GrowingWhenRequired(GWRConfig(dim=50))
-    memory.learn_batch(np.random.default_rng(0).normal(size=(8, 50)).astype(np.float32),
-                       np.zeros((8, 2), np.float32))
-    # A 0.1.0 file: every frame seen was a full seeding frame, and there is no "seeded" entry.
-    save_memory(memory, tmp_path / "old.safetensors", extra={"person_id": "abcde", "frames_seen": "7",
-                                                             "last_seen": "1.5"})
-    state = load_person_state(tmp_path / "old.safetensors", expected_dim=50)
-    assert state.seeded == 7.0 and state.seeding(25) and not state.seeding(7)
-    save_memory(memory, tmp_path / "bad.safetensors", extra={"frames_seen": "7", "seeded": "nan"})
-    with pytest.raises(ValueError, match="corrupt person metadata"):
-        load_person_state(tmp_path / "bad.safetensors", expected_dim=50)
+    for name in ("pk",):
+        e32 = make_encoder(name, device="cuda", precision="fp32").encode(crops)
+        e16 = make_encoder(name, device="cuda", precision="fp16").encode(crops)
+        # Documented tolerance: fp16 autocast stays within 0.02 of fp32 on codes and arousal/valence.
+        assert np.abs(e16.code - e32.code).max() < 0.02 and np.abs(e16.av - e32.av).max() < 0.02

@@ -19,9 +19,9 @@ from affective_memory_ros.pk.checkpoint import (
     save_inference_model,
 )
 from affective_memory_ros.pk.data import CropSet, held_out, read_affectnet_csv, read_labels_csv
-from affective_memory_ros.pk.inference import PKRuntime, default_model_path
+from affective_memory_ros.encoders.pk import PKEncoder, default_weights_path
 from affective_memory_ros.pk.model import PK, PKConfig, count_parameters
-from affective_memory_ros.pk.train import TrainConfig, Trainer, augment
+from affective_memory_ros.pk.train import Lambdas, TrainConfig, Trainer, augment
 
 
 def tiny(**kw: object) -> PKConfig:
@@ -84,17 +84,29 @@ def test_ablation_flags_remove_discriminators_and_losses(flags: dict[str, bool],
     assert not absent & set(logs)
 
 
-def test_each_loss_decreases_on_a_tiny_batch() -> None:
+@pytest.mark.parametrize("loss", ["rec", "em", "edit"])
+def test_each_loss_is_reduced_by_its_own_gradient(loss: str) -> None:
+    """Each loss, trained alone on a tiny batch, falls by at least a fifth.
+
+    Why not all losses together: the joint objective is a compromise (the edit
+    loss and the adversarial terms pull G away from a perfect reconstruction),
+    so whether L_rec ends a short joint run lower than it started depends on
+    tiny floating-point differences between CPUs (on one machine it rose from
+    0.4465 to 0.4742). Alone, each loss must fall clearly on any CPU: that is
+    the property worth checking, that every loss reaches the parameters it
+    should and descends. The edit loss is read through E and D_em, so it is
+    trained with L_rec and L_em on (a D_em that reads nothing gives G no signal).
+    """
     torch.manual_seed(0)
-    data = tiny_data(8)
-    trainer = Trainer(TrainConfig(model=tiny(), device="cpu", batch_size=8, edit_weight=1.0, lr=1e-3,
-                                  out_dir="/tmp/unused"), data)
+    weights = {"rec": 0.0, "em": 0.0, "z": 0.0, "img": 0.0, "iden": 0.0, loss: 1.0} if loss != "edit" else \
+        {"rec": 1.0, "em": 1.0, "z": 0.0, "img": 0.0, "iden": 0.0}
+    trainer = Trainer(TrainConfig(model=tiny(use_prior=False, use_real=False), device="cpu", batch_size=8,
+                                  lambdas=Lambdas(**weights), edit_weight=1.0 if loss == "edit" else 0.0, lr=1e-3,
+                                  out_dir="/tmp/unused"), tiny_data(8))
     x, y = next(trainer.batches(0))
-    history = [trainer.train_step(x, y, torch.Generator().manual_seed(0)) for _ in range(80)]
-    for key in ("rec", "em", "edit"):
-        first = np.mean([h[key] for h in history[:5]])
-        last = np.mean([h[key] for h in history[-5:]])
-        assert last < first, f"{key}: {first:.4f} -> {last:.4f}"
+    history = [trainer.train_step(x, y, torch.Generator().manual_seed(0))[loss] for _ in range(100)]
+    first, last = np.mean(history[:5]), np.mean(history[-5:])
+    assert last < 0.8 * first, f"{loss}: {first:.4f} -> {last:.4f}"
 
 
 def test_augmentation_keeps_shape_and_range() -> None:
@@ -198,12 +210,13 @@ def test_default_model_loads_and_gives_finite_outputs(media_dir: Path) -> None:
     from affective_memory_ros.perception.blazeface import BlazeFaceDetector
     from affective_memory_ros.video import read_image
 
-    assert default_model_path().is_file()
-    pk = PKRuntime(device="cpu")
+    assert default_weights_path().is_file()
+    pk = PKEncoder(device="cpu")
     image = read_image(media_dir / "multi_face.jpg")
     crops = crop_faces(image, BlazeFaceDetector("full")([image])[0])
-    z, av = pk.encode(crops)
-    assert z.shape == (5, 50) and av.shape == (5, 2)
+    enc = pk.encode(crops)
+    z, av = enc.code, enc.av
+    assert z.shape == (5, 50) and av.shape == (5, 2) and enc.probs.shape == (5, 8)
     assert np.isfinite(z).all() and np.isfinite(av).all() and np.abs(av).max() <= 1
     edits = pk.edit_images(crops[:1], np.array([[-1, -1], [0, 0], [1, 1]], np.float32))
     assert edits.shape == (1, 3, 96, 96, 3) and edits.dtype == np.uint8
@@ -212,7 +225,13 @@ def test_default_model_loads_and_gives_finite_outputs(media_dir: Path) -> None:
 def test_ddp_with_two_processes_matches_one_process(tmp_path: Path) -> None:
     """torchrun-style gloo run on 2 CPU processes vs 1 process, same global batch and seed."""
     script = Path(__file__).parent / "helpers" / "ddp_steps.py"
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000), OMP_NUM_THREADS="1")
+    import socket
+
+    # A port the OS says is free now (a fixed or pid-derived port collides with parallel runs).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     single = subprocess.run([sys.executable, str(script), str(tmp_path / "single.npy")], env=env, check=True,
                             capture_output=True, text=True, timeout=600)
     del single

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from affective_memory_ros.modes import MemorySettings
 from affective_memory_ros.pipeline import AffectPipeline, PipelineConfig
 from affective_memory_ros.video import read_video
 from affective_memory_ros.visualize import annotate_frame, plot_memory, plot_timeline
@@ -19,12 +20,13 @@ from affective_memory_ros.visualize import annotate_frame, plot_memory, plot_tim
 @pytest.fixture(scope="module")
 def run_rows(media_dir: Path) -> tuple[AffectPipeline, list[dict[str, object]], list[np.ndarray]]:
     frames = read_video(media_dir / "WolfgangLanger_Pexels.mp4", max_frames=20)
-    pipeline = AffectPipeline(PipelineConfig(device="cpu", init_frames=4, edits_per_frame=12))
+    pipeline = AffectPipeline(PipelineConfig(device="cpu"), MemorySettings(init_frames=4, edits_per_frame=12))
     rows = []
     for i, frame in enumerate(frames):
         for e in pipeline.process(frame, i / 25):
             rows.append({"time": i / 25, "person_id": e.person_id, "arousal": e.arousal, "valence": e.valence,
-                         "pk_arousal": e.pk_arousal, "pk_valence": e.pk_valence, "seeding": int(e.seeding)})
+                         "encoder_arousal": e.encoder_arousal, "encoder_valence": e.encoder_valence,
+                         "seeding": int(e.seeding)})
     return pipeline, rows, frames
 
 
@@ -32,10 +34,10 @@ def test_memory_map_plots_exactly_the_memorys_labels(run_rows: tuple, tmp_path: 
     pipeline, _, _ = run_rows
     (state,) = pipeline.persons.values()
     out = tmp_path / "map.png"
-    data = plot_memory(state.memory, out, title="test")
-    np.testing.assert_array_equal(data["arousal"], state.memory.labels[:, 0])
-    np.testing.assert_array_equal(data["valence"], state.memory.labels[:, 1])
-    np.testing.assert_allclose(data["mean"], state.memory.mean_labels(), rtol=1e-5)
+    data = plot_memory(state.memory.plane(), out, title="test")
+    np.testing.assert_array_equal(data["arousal"], state.memory.net.labels[:, 0])
+    np.testing.assert_array_equal(data["valence"], state.memory.net.labels[:, 1])
+    np.testing.assert_allclose(data["mean"], state.memory.net.mean_labels(), rtol=1e-5)
     assert data["alpha"].max() == pytest.approx(1.0) and data["alpha"].min() >= 0.25  # newest brightest
     image = cv2.imread(str(out))
     assert image.shape == (500, 550, 3) and image.std() > 10
@@ -47,7 +49,7 @@ def test_timeline_plots_the_run(run_rows: tuple, tmp_path: Path) -> None:
     data = plot_timeline(rows, out)
     (pid,) = data
     np.testing.assert_allclose(data[pid]["valence"], [r["valence"] for r in rows])
-    np.testing.assert_allclose(data[pid]["pk_arousal"], [r["pk_arousal"] for r in rows])
+    np.testing.assert_allclose(data[pid]["encoder_arousal"], [r["encoder_arousal"] for r in rows])
     assert cv2.imread(str(out)).shape == (600, 1000, 3)
 
 
@@ -58,7 +60,7 @@ def test_debug_frame_is_annotated(run_rows: tuple) -> None:
     out = annotate_frame(frame, estimates)
     assert out.shape == frame.shape and (out != frame).any()
     np.testing.assert_array_equal(frame, frames[-1])  # the input frame is left untouched
-    memories = {e.person_id: pipeline.persons[e.person_id].memory for e in estimates}
+    memories = {e.person_id: pipeline.persons[e.person_id].memory.plane() for e in estimates}
     with_map = annotate_frame(frame, estimates, memories)
     changed = (with_map != out).any(axis=2)
     assert changed.sum() > 0.5 * 120 * 120, "a 120 px memory map is drawn beside the face"
@@ -72,9 +74,9 @@ def test_memory_panel_places_neurons_at_their_labels(run_rows: tuple) -> None:
 
     pipeline, _, _ = run_rows
     (state,) = pipeline.persons.values()
-    panel = memory_panel(state.memory, None, 120)
+    panel = memory_panel(state.memory.plane(), None, 120)
     assert panel.shape == (120, 120, 3)
-    for a, v in np.clip(state.memory.labels[:20], -1, 1):
+    for a, v in np.clip(state.memory.net.labels[:20], -1, 1):
         x, y = round((v + 1) / 2 * 119), round((1 - a) / 2 * 119)
         assert panel[y, x].max() > 40, "a neuron is drawn at its (valence, arousal) position"
 
@@ -82,7 +84,9 @@ def test_memory_panel_places_neurons_at_their_labels(run_rows: tuple) -> None:
 def test_plot_memory_and_edit_commands(run_rows: tuple, media_dir: Path, tmp_path: Path) -> None:
     pipeline, _, _ = run_rows
     pid = next(iter(pipeline.persons))
-    memory_file = pipeline.save_person(pid, tmp_path / f"{pid}.safetensors")
+    from affective_memory_ros.store import PersonStore
+
+    memory_file = PersonStore(None).write(pipeline.snapshot(pid), tmp_path / f"{pid}.safetensors")
     exe = shutil.which("affective-memory")
     assert exe
     subprocess.run([exe, "plot-memory", str(memory_file), "--out", str(tmp_path / "m.png")], check=True,
@@ -97,8 +101,8 @@ def test_plot_memory_and_edit_commands(run_rows: tuple, media_dir: Path, tmp_pat
 
 
 def test_run_csv_round_trips_into_the_timeline(tmp_path: Path) -> None:
-    rows = [{"time": t / 10, "person_id": "ydsgt", "arousal": 0.1 * t, "valence": -0.05 * t, "pk_arousal": 0.0,
-             "pk_valence": 0.0, "seeding": int(t < 3)} for t in range(10)]
+    rows = [{"time": t / 10, "person_id": "ydsgt", "arousal": 0.1 * t, "valence": -0.05 * t, "encoder_arousal": 0.0,
+             "encoder_valence": 0.0, "seeding": int(t < 3)} for t in range(10)]
     path = tmp_path / "run.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -114,13 +118,13 @@ def test_timeline_with_annotations_shows_rolling_ccc(tmp_path: Path) -> None:
     t = np.arange(120)
     truth = np.sin(t / 10)
     rows = [{"frame": i, "time": i / 25, "person_id": "ydsgt", "arousal": truth[i], "valence": 0.5 * truth[i],
-             "pk_arousal": -truth[i], "pk_valence": 0.0, "seeding": 0} for i in t]
+             "encoder_arousal": -truth[i], "encoder_valence": 0.0, "seeding": 0} for i in t]
     annotations = [{"frame": str(i), "person_id": "ydsgt", "arousal": str(truth[i]), "valence": str(0.5 * truth[i])}
                    for i in t]
     out = tmp_path / "timeline.png"
     data = plot_timeline(rows, out, annotations=annotations, window=20)["ydsgt"]
     memory = data["rolling_ccc_memory_arousal"]
     assert np.isnan(memory[:19]).all() and np.allclose(memory[19:], 1.0)  # the memory matches the annotation
-    pk = data["rolling_ccc_pk_arousal"][19:]
-    assert np.isfinite(pk).all() and (pk < 0).all()  # the PK moves against the annotation
+    encoder = data["rolling_ccc_encoder_arousal"][19:]
+    assert np.isfinite(encoder).all() and (encoder < 0).all()  # the encoder moves against the annotation
     assert cv2.imread(str(out)).shape == (900, 1000, 3)

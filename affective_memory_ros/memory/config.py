@@ -21,6 +21,9 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+#: Upper bound on ``max_neurons``: a memory file claiming more is refused before anything is allocated.
+MAX_NEURONS = 100_000
+
 
 @dataclass(frozen=True)
 class GWRConfig:
@@ -78,10 +81,11 @@ class GWRConfig:
             ok = math.isfinite(value) and 0.0 <= value <= 1.0
             return None if ok else f"{name}={value!r} must be in [0, 1]"
 
-        if not isinstance(self.dim, int) or self.dim < 1:
-            yield f"dim={self.dim!r} must be a positive int"
-        if not self.label_names or len(set(self.label_names)) != len(self.label_names):
-            yield f"label_names={self.label_names!r} must be non-empty and unique"
+        if not isinstance(self.dim, int) or not 1 <= self.dim <= 4096:
+            yield f"dim={self.dim!r} must be an int in [1, 4096]"
+        if not self.label_names or len(set(self.label_names)) != len(self.label_names) or len(self.label_names) > 64 \
+                or not all(isinstance(n, str) for n in self.label_names):
+            yield f"label_names={self.label_names!r} must be 1 to 64 unique strings"
         if not (math.isfinite(self.habituation_threshold) and self.habituation_threshold >= 0):
             yield f"habituation_threshold={self.habituation_threshold!r} must be a finite number >= 0"
         for name in ("activity_threshold", "epsilon_b", "epsilon_n",
@@ -97,8 +101,8 @@ class GWRConfig:
             yield f"tau_b and tau_n times kappa={self.kappa!r} must be <= 1 (habituation would leave [0, 1])"
         if not isinstance(self.max_age, int) or self.max_age < 1:
             yield f"max_age={self.max_age!r} must be an int >= 1"
-        if not isinstance(self.max_neurons, int) or self.max_neurons < 2:
-            yield f"max_neurons={self.max_neurons!r} must be an int >= 2"
+        if not isinstance(self.max_neurons, int) or not 2 <= self.max_neurons <= MAX_NEURONS:
+            yield f"max_neurons={self.max_neurons!r} must be an int in [2, {MAX_NEURONS}]"
         if not isinstance(self.max_degree, int) or not 2 <= self.max_degree <= 1024:
             yield f"max_degree={self.max_degree!r} must be an int in [2, 1024]"
         if not (math.isfinite(self.distance_scale) and self.distance_scale > 0):

@@ -1,102 +1,73 @@
-"""Stable person IDs: ByteTrack for frame-to-frame continuity, plus a small
-appearance gallery so a person who leaves and comes back gets their ID back.
+"""Stable person IDs: ByteTrack for frame-to-frame continuity, plus appearance
+signatures so a person who leaves and comes back gets their ID back.
 
 * ByteTrack (the ``trackers`` package, Apache-2.0) links boxes across frames.
-* When ByteTrack starts a new track, the face's appearance embedding is
-  compared (cosine similarity) with the gallery's mean embedding of every known
-  person who is not in view in this frame. At or above ``reid_threshold`` the
-  track takes that person's ID; otherwise a new person is created.
+* A face ByteTrack has not linked to a known track yet (a new track, or one
+  it has not confirmed) first keeps the person whose box it overlaps in the
+  previous frame (IoU >= 0.5), then is matched by appearance against the
+  :class:`~.appearance.Gallery`: every known person not yet in view in this
+  frame, in RAM or in the memory store. Both steps are optimal assignments
+  over all such faces of the frame (not greedy in detection order), so two
+  similar-looking people in one frame do not swap IDs. At or above the
+  gallery's threshold the face takes that person's ID; otherwise a new person
+  is created with an ID from ``new_id`` (the person module's rule, which never
+  reuses an ID of the store).
+* A new person is on probation for their first ``probe_frames`` frames: the
+  mean of those frames' embeddings is then compared with every known person
+  not in view, once. A mean of several frames recognises about twice as many
+  returning people as one frame at the same (strict) threshold
+  (docs/perception.md). If it matches, the new ID is retired and the face is
+  that person from then on (:attr:`PersonTracker.renamed`); nothing of the
+  retired ID is kept.
 * Two faces of one frame never share a person ID.
-* The gallery is bounded (``max_persons``, least recently seen evicted), and
-  so is the track table.
-
-Person IDs are REP-155 style: a letter followed by lowercase letters and
-digits, safe as file names (see :func:`is_valid_person_id`).
+* The track table is bounded.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from .appearance import PROBE_FRAMES, Gallery
 from .detections import FaceDetections
-
-PERSON_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-#: Cosine similarity between a new face's embedding and a known person's mean
-#: embedding above which the face is that person (see docs/perception.md).
-DEFAULT_REID_THRESHOLD = 0.45
-
-Embedder = Callable[[np.ndarray], np.ndarray]
-
-
-def is_valid_person_id(person_id: object) -> bool:
-    """True for IDs this package creates or accepts: ``[a-z][a-z0-9_]{0,62}``."""
-    return isinstance(person_id, str) and PERSON_ID_PATTERN.fullmatch(person_id) is not None
-
-
-def thumbnail_embedding(crops: np.ndarray, size: int = 24) -> np.ndarray:
-    """Appearance embedding of aligned face crops: the mean-removed, L2-normalised
-    grey thumbnail. Cheap (~0.05 ms per face) and expression-tolerant at this
-    resolution; it tells people apart under similar lighting, which is what
-    re-identification within one session needs. Not a face-recognition model.
-    """
-    if len(crops) == 0:
-        return np.zeros((0, size * size), np.float32)
-    grey = np.stack([
-        cv2.resize(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA) for c in crops
-    ]).reshape(len(crops), -1).astype(np.float32)
-    grey -= grey.mean(axis=1, keepdims=True)
-    return grey / np.maximum(np.linalg.norm(grey, axis=1, keepdims=True), 1e-6)
-
-
-@dataclass
-class _Person:
-    embedding: np.ndarray
-    last_seen: float
 
 
 class PersonTracker:
     """Assigns a stable person ID to every face of every frame."""
 
-    def __init__(self, *, frame_rate: float = 30.0, lost_track_buffer: int = 30,
-                 reid_threshold: float = DEFAULT_REID_THRESHOLD, max_persons: int = 256,
-                 embedder: Embedder = thumbnail_embedding, embedding_momentum: float = 0.1,
-                 seed: int | None = None) -> None:
+    def __init__(self, gallery: Gallery, new_id: Callable[[], str], *, frame_rate: float = 30.0,
+                 lost_track_buffer: int = 30, max_tracks: int = 1024, probe_frames: int = PROBE_FRAMES) -> None:
         from trackers import ByteTrackTracker
 
-        if not 0.0 <= reid_threshold <= 1.0:
-            raise ValueError(f"reid_threshold={reid_threshold!r} must be in [0, 1]")
         self._bytetrack = ByteTrackTracker(lost_track_buffer=lost_track_buffer, frame_rate=frame_rate,
                                            track_activation_threshold=0.0, minimum_consecutive_frames=1,
                                            minimum_iou_threshold=0.1, high_conf_det_threshold=0.5)
-        self.reid_threshold = reid_threshold
-        self.max_persons = max_persons
-        self.embedder = embedder
-        self.momentum = embedding_momentum
-        self._rng = np.random.default_rng(seed)
-        self._persons: OrderedDict[str, _Person] = OrderedDict()  # least recently seen first
+        self.gallery = gallery
+        self.new_id = new_id
         self._track_person: OrderedDict[int, str] = OrderedDict()
-        self._max_tracks = 4 * max_persons
-
-    @property
-    def known_persons(self) -> list[str]:
-        return list(self._persons)
+        self._last_boxes: dict[str, np.ndarray] = {}  # person -> box in the previous frame
+        self._max_tracks = max_tracks
+        self.probe_frames = probe_frames
+        self._probation: OrderedDict[str, list[np.ndarray]] = OrderedDict()  # new person -> first embeddings
+        #: Persons created by the last :meth:`update` (a new ID, no memory anywhere yet).
+        self.created: list[str] = []
+        #: Provisional IDs retired by the last :meth:`update` -> the known person they turned out to be.
+        self.renamed: dict[str, str] = {}
 
     def forget(self, person_id: str) -> None:
-        """Drop a person from the gallery (their next appearance gets a new ID)."""
-        self._persons.pop(person_id, None)
+        """Drop a person: their signature and their tracks (their next appearance gets a new ID)."""
+        self.gallery.remove(person_id)
+        self._last_boxes.pop(person_id, None)
+        self._probation.pop(person_id, None)
         for track, pid in list(self._track_person.items()):
             if pid == person_id:
                 del self._track_person[track]
 
-    def update(self, detections: FaceDetections, crops: np.ndarray, timestamp: float) -> list[str]:
-        """Person ID per detection, in detection order."""
+    def update(self, detections: FaceDetections, embeddings: np.ndarray, timestamp: float) -> list[str]:
+        """Person ID per detection, in detection order; ``embeddings`` are the faces' appearance embeddings."""
         import supervision as sv
 
         n = len(detections)
@@ -111,48 +82,91 @@ class PersonTracker:
             for index, tid in zip(tracked.data["index"].tolist(), tracked.tracker_id.tolist(), strict=True):
                 track_of[index] = int(tid)
 
-        embeddings = self.embedder(crops) if n else np.zeros((0, 1), np.float32)
-        in_frame: set[str] = set()
-        result: list[str] = [""] * n
-        # Known tracks first, so their persons are taken before new tracks are matched.
-        order = sorted(range(n), key=lambda i: track_of[i] not in self._track_person)
-        for i in order:
-            tid = track_of[i]
-            pid = self._track_person.get(tid) if tid >= 0 else None
-            if pid is None or pid in in_frame or pid not in self._persons:
-                # A new track, or one ByteTrack has not confirmed yet (-1): re-identify.
-                pid = self._match_or_create(embeddings[i], in_frame)
-            if tid >= 0:
-                self._track_person[tid] = pid
-                self._track_person.move_to_end(tid)
-            in_frame.add(pid)
-            person = self._persons[pid]
-            mixed = (1 - self.momentum) * person.embedding + self.momentum * embeddings[i]
-            person.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-6)
-            person.last_seen = timestamp
-            self._persons.move_to_end(pid)
-            result[i] = pid
+        self.created = []
+        result: list[str | None] = [None] * n
+        # Faces on a known track keep its person (first come, first served for a person claimed twice).
+        for i in range(n):
+            pid = self._track_person.get(track_of[i]) if track_of[i] >= 0 else None
+            if pid is not None and pid in self.gallery and pid not in result:
+                result[i] = pid
+        # The others: continuity with the previous frame's boxes, then appearance, then a new person.
+        rest = [i for i in range(n) if result[i] is None]
+        if rest:
+            self._assign_by_overlap(rest, detections.boxes, result)
+            rest = [i for i in rest if result[i] is None]
+        if rest:
+            self._assign_by_appearance(rest, embeddings, result)
+        for i in range(n):
+            if result[i] is None:
+                result[i] = self.new_id()
+                self.created.append(result[i])  # type: ignore[arg-type]
+                self._probation[result[i]] = []  # type: ignore[index]
+        ids: list[str] = result  # type: ignore[assignment]
+        self.renamed = {}
+        self._end_probations(ids, embeddings)
+        for i, pid in enumerate(ids):
+            if track_of[i] >= 0:
+                self._track_person[track_of[i]] = pid
+                self._track_person.move_to_end(track_of[i])
+            self.gallery.observe(pid, embeddings[i])
+        self._last_boxes = {pid: detections.boxes[i].copy() for i, pid in enumerate(ids)}
         while len(self._track_person) > self._max_tracks:
             self._track_person.popitem(last=False)
-        return result
+        return ids
 
-    def _match_or_create(self, embedding: np.ndarray, taken: set[str]) -> str:
-        candidates = [pid for pid in self._persons if pid not in taken]
-        if candidates:
-            gallery = np.stack([self._persons[pid].embedding for pid in candidates])
-            sims = gallery @ embedding
-            best = int(np.argmax(sims))
-            if sims[best] >= self.reid_threshold:
-                return candidates[best]
-        pid = self._new_id()
-        self._persons[pid] = _Person(embedding.copy(), 0.0)
-        while len(self._persons) > self.max_persons:
-            self._persons.popitem(last=False)
-        return pid
+    def _end_probations(self, ids: list[str], embeddings: np.ndarray) -> None:
+        """New persons with ``probe_frames`` frames: their mean embedding meets the persons not in view, once."""
+        for i, pid in enumerate(ids):
+            frames = self._probation.get(pid)
+            if frames is None:
+                continue
+            frames.append(embeddings[i])
+            if len(frames) < self.probe_frames:
+                continue
+            del self._probation[pid]
+            probe = np.mean(frames, axis=0)
+            known, _ = self.gallery.match(probe / max(float(np.linalg.norm(probe)), 1e-6), exclude=set(ids))
+            if known is not None:
+                self.gallery.remove(pid)
+                self._last_boxes.pop(pid, None)
+                for track, owner in self._track_person.items():
+                    if owner == pid:
+                        self._track_person[track] = known
+                self.renamed[pid] = known
+                ids[i] = known
+        while len(self._probation) > self._max_tracks:
+            self._probation.popitem(last=False)
 
-    def _new_id(self) -> str:
-        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-        while True:
-            pid = "".join(self._rng.choice(letters, 5))
-            if pid not in self._persons:
-                return pid
+    def _assign_by_overlap(self, faces: list[int], boxes: np.ndarray, result: list[str | None]) -> None:
+        free = [pid for pid in self._last_boxes if pid not in result and pid in self.gallery]
+        if not free:
+            return
+        iou = _iou(boxes[faces], np.stack([self._last_boxes[p] for p in free]))
+        for r, c in zip(*_assign(iou), strict=True):
+            if iou[r, c] >= 0.5:
+                result[faces[r]] = free[c]
+
+    def _assign_by_appearance(self, faces: list[int], embeddings: np.ndarray, result: list[str | None]) -> None:
+        taken = {pid for pid in result if pid is not None}
+        candidates, sims = self.gallery.similarities(embeddings[faces], exclude=taken)
+        if not candidates:
+            return
+        for r, c in zip(*_assign(sims), strict=True):
+            if sims[r, c] >= self.gallery.threshold:
+                result[faces[r]] = candidates[c]
+
+
+def _assign(score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the assignment that maximises the total score (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(score, maximize=True)  # type: ignore[no-any-return]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) intersection over union of x1, y1, x2, y2 boxes."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(axis=2)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(axis=1)  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)

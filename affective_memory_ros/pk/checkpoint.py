@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..atomic_io import atomic_write_bytes
+from ..atomic_io import UnsafeFileError, atomic_write_bytes, read_regular_file
 from ..file_format import FileFormatError, check_format, read_metadata
 from .model import PK, PKConfig
 
@@ -27,6 +27,8 @@ TRAIN_FORMAT = "affective_memory_ros.pk.train"
 INFERENCE_FORMAT = "affective_memory_ros.pk"
 FORMAT_VERSION = 1
 INFERENCE_PARTS = ("encoder", "generator", "emotion")
+#: Largest PK file read (the paper-size model in float32 with discriminators is about 70 MB).
+MAX_MODEL_BYTES = 512 << 20
 
 
 class CheckpointError(FileFormatError):
@@ -34,7 +36,10 @@ class CheckpointError(FileFormatError):
 
 
 def _read(path: Path, fmt: str) -> tuple[bytes, dict[str, str]]:
-    data = path.read_bytes()
+    try:
+        data = read_regular_file(path, MAX_MODEL_BYTES)
+    except UnsafeFileError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         meta = read_metadata(data, "PK file")
         check_format(meta, fmt, FORMAT_VERSION, "PK file")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import datetime
 import itertools
 import json
 import math
@@ -135,7 +136,9 @@ class Trainer:
                 local = int(os.environ.get("LOCAL_RANK", "0"))
                 torch.cuda.set_device(local)
                 self.device = torch.device("cuda", local)
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            # A generous timeout: on a loaded machine a rank can lag its peers by minutes.
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(minutes=30))
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)

@@ -12,12 +12,14 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.time import Time
 from sensor_msgs.msg import Image
 
 from ..image_encoding import fill_image
@@ -25,8 +27,9 @@ from ..video import video_frames
 
 
 class CameraPlayer(Node):
-    def __init__(self, topic: str = "/camera/image_raw", frame_id: str = "camera_optical_frame") -> None:
-        super().__init__("video_camera")
+    def __init__(self, topic: str = "/camera/image_raw", frame_id: str = "camera_optical_frame",
+                 **node_kwargs: Any) -> None:
+        super().__init__("video_camera", **node_kwargs)
         self.frame_id = frame_id
         self.pub = self.create_publisher(Image, topic, qos_profile_sensor_data)
 
@@ -39,9 +42,10 @@ class CameraPlayer(Node):
             time.sleep(0.1)
         return True
 
-    def publish_frame(self, rgb: object, encoding: str = "bgr8") -> Image:
+    def publish_frame(self, rgb: object, encoding: str = "bgr8", stamp_offset: float = 0.0) -> Image:
+        """Publish one frame stamped now (plus ``stamp_offset`` seconds: tests use stamps from the past)."""
         msg = Image()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = Time(nanoseconds=self.get_clock().now().nanoseconds + int(stamp_offset * 1e9)).to_msg()
         msg.header.frame_id = self.frame_id
         fill_image(msg, rgb, encoding)  # type: ignore[arg-type]
         self.pub.publish(msg)

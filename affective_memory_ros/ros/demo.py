@@ -12,52 +12,19 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-
-def dds_environment(domain_id: int | None = None) -> dict[str, str]:
-    """Localhost-only DDS with a domain ID of this process's own (1..100)."""
-    return {
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "ROS_LOCALHOST_ONLY": "1",
-        "ROS_DOMAIN_ID": str(domain_id if domain_id is not None else 1 + os.getpid() % 100),
-    }
-
-
-def node_command(params_file: str | None = None, *overrides: str) -> list[str]:
-    """The installed node executable with the package's parameter file."""
-    from ament_index_python.packages import get_package_prefix, get_package_share_directory
-
-    exe = Path(get_package_prefix("affective_memory_ros")) / "lib" / "affective_memory_ros" / "affective_memory_node"
-    params = params_file or str(Path(get_package_share_directory("affective_memory_ros")) / "config" /
-                                "affective_memory.yaml")
-    cmd = [str(exe), "--ros-args", "--params-file", params]
-    for o in overrides:
-        cmd += ["-p", o]
-    return cmd
-
-
-def stop_node(proc: subprocess.Popen[Any], timeout: float = 20.0) -> int:
-    """SIGINT (a clean shutdown that saves memories), then kill if it hangs; returns the exit code."""
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+from .harness import dds_environment, media_dir, node_command, stop_node
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    media = Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media"))
-    parser.add_argument("--video", default=str(media / "WolfgangLanger_Pexels.mp4"))
+    parser.add_argument("--video", default=str(media_dir() / "WolfgangLanger_Pexels.mp4"))
     parser.add_argument("--out", default="runs/demo", help="folder for av.csv and av.png")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--print-every", type=float, default=1.0, help="seconds between printed rows")
@@ -88,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             first_stamp.append(t)
         rows.append({"time": round(t - first_stamp[0], 3), "person_id": msg.person_id,
                      "arousal": round(msg.arousal, 4), "valence": round(msg.valence, 4),
-                     "pk_arousal": round(msg.pk_arousal, 4), "pk_valence": round(msg.pk_valence, 4),
+                     "encoder_arousal": round(msg.encoder_arousal, 4), "encoder_valence": round(msg.encoder_valence, 4),
                      "confidence": round(msg.confidence, 4), "seeding": int(msg.seeding),
                      "neurons": msg.num_neurons})
 
@@ -139,7 +106,8 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 def print_table(rows: list[dict[str, object]], every: float) -> None:
-    print(f"{'time':>6}  {'person':<8} {'arousal':>8} {'valence':>8}   {'PK a':>6} {'PK v':>6}  {'neurons':>7}  phase")
+    print(f"{'time':>6}  {'person':<10} {'arousal':>8} {'valence':>8}   {'enc a':>6} {'enc v':>6}  "
+          f"{'neurons':>7}  phase")
     shown: dict[str, float] = {}
     for r in rows:
         pid, t = str(r["person_id"]), float(r["time"])  # type: ignore[arg-type]
@@ -147,8 +115,8 @@ def print_table(rows: list[dict[str, object]], every: float) -> None:
             continue
         shown[pid] = t
         phase = "seeding" if r["seeding"] else "online"
-        print(f"{t:6.1f}  {pid:<8} {r['arousal']:>+8.2f} {r['valence']:>+8.2f}   {r['pk_arousal']:>+6.2f} "
-              f"{r['pk_valence']:>+6.2f}  {r['neurons']:>7}  {phase}")
+        print(f"{t:6.1f}  {pid:<10} {r['arousal']:>+8.2f} {r['valence']:>+8.2f}   {r['encoder_arousal']:>+6.2f} "
+              f"{r['encoder_valence']:>+6.2f}  {r['neurons']:>7}  {phase}")
 
 
 if __name__ == "__main__":

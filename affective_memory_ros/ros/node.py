@@ -1,30 +1,32 @@
-"""The affective memory ROS 2 node: a thin rclpy adapter over :class:`AffectPipeline`.
+"""The affective memory ROS 2 node: a thin rclpy adapter over :class:`AffectPipeline` and :class:`PersonStore`.
 
 Subscribes to a camera image topic (SensorDataQoS), always processes the newest
 frame on a worker thread and drops stale ones, and publishes one
-``ArousalValence`` per visible person per processed frame on ``/affect/av``,
-the memory state at a fixed rate, and ``/diagnostics``. Services reset, save
-and load a person's memory. Run it with ``ros2 launch affective_memory_ros
-robot.launch.py``, ``ros2 run affective_memory_ros affective_memory_node``, or
-the installed ``lib/affective_memory_ros/affective_memory_node --ros-args
---params-file config/affective_memory.yaml``.
+``ArousalValence`` per visible person per processed frame, the memory state at
+a fixed rate, and ``/diagnostics``. Services reset, save and load a person's
+memory. Everything about files (what is saved when, retries, quarantine) is
+the store's policy, shared with ``affective-memory run``; file reads and
+writes never happen while the frame lock is held. Run it with
+``ros2 launch affective_memory_ros robot.launch.py``, ``ros2 run
+affective_memory_ros affective_memory_node``, or the installed
+``lib/affective_memory_ros/affective_memory_node --ros-args --params-file
+config/affective_memory.yaml``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -34,56 +36,76 @@ from affective_memory_ros.msg import ArousalValence, MemoryState, PersonMemory
 from affective_memory_ros.srv import LoadPerson, ResetPerson, SavePerson
 
 from ..image_encoding import ImageEncodingError, fill_image
-from ..memory import MemoryFileError
-from ..pipeline import AffectPipeline, load_person_state, save_person_state
-from ..store import MemoryStore, StoreError
+from ..person import PersonFileError
+from ..pipeline import AffectPipeline
+from ..store import PersonStore, StoreError
 from .conversion import choose_converter
-from .parameters import declare_parameters, pipeline_config, validate_update
+from .parameters import declare_parameters, read_configs
+
+#: Latencies outside [0, this] seconds (stamps from another clock, replayed bags) are counted, not averaged.
+MAX_PLAUSIBLE_LATENCY = 60.0
+#: How long a service or shutdown waits for the frame lock or a file write before giving up with a message.
+LOCK_TIMEOUT = 5.0
+WRITE_TIMEOUT = 30.0
 
 
 class AffectiveMemoryNode(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("affective_memory", **kwargs)
         declare_parameters(self)
-        p = self.get_parameter
-        self.store = MemoryStore(p("store_dir").value or None)
-        self.pipeline = AffectPipeline(pipeline_config(self), on_evict=self._on_evict,
-                                       on_new_person=self._from_store)
-        self.allow_external_paths = bool(p("allow_external_paths").value)
+        self.cfg, pipeline_cfg, memory_cfg, store_cfg = read_configs(self)
+        # The store folder is checked before any model is loaded: a bad store_dir fails in a second.
+        self.store = PersonStore(store_cfg.store_dir or None, background=True)
+        self.allow_external_paths = store_cfg.allow_external_paths
+        self.pipeline = AffectPipeline(pipeline_cfg, memory_cfg, self.store, background=True,
+                                       load_from_store=store_cfg.load_on_start)
         self._to_rgb, converter = choose_converter()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        c = self.cfg
 
-        self.av_pub = self.create_publisher(ArousalValence, p("av_topic").value, 10)
-        self.state_pub = self.create_publisher(MemoryState, p("memory_state_topic").value, QoSProfile(depth=1))
+        self.av_pub = self.create_publisher(ArousalValence, c.av_topic, 10)
+        self.state_pub = self.create_publisher(MemoryState, c.memory_state_topic, QoSProfile(depth=1))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.debug_pub = self.create_publisher(Image, p("debug_image_topic").value, 1) \
-            if p("publish_debug_image").value else None
-        self.create_subscription(Image, p("image_topic").value, self._on_image, qos_profile_sensor_data)
+        self.debug_pub = self.create_publisher(Image, c.debug_image_topic, 1) if c.publish_debug_image else None
+        self.create_subscription(Image, c.image_topic, self._on_image, qos_profile_sensor_data)
         self.create_service(ResetPerson, "/affect/reset_person", self._reset)
         self.create_service(SavePerson, "/affect/save_person", self._save)
         self.create_service(LoadPerson, "/affect/load_person", self._load)
-        self._state_timer = self.create_timer(1.0 / p("memory_state_rate").value, self._publish_state)
+        self.create_timer(1.0 / c.memory_state_rate, self._publish_state)
         self.create_timer(1.0, self._publish_diagnostics)
-        if p("autosave_period").value > 0 and self.store.directory is not None:
-            self.create_timer(float(p("autosave_period").value), self._autosave)
+        if store_cfg.autosave_period > 0 and self.store.enabled:
+            self.create_timer(store_cfg.autosave_period, self._autosave)
 
         # Newest-frame handoff: the subscription overwrites, the worker takes.
         self._latest: Image | None = None
         self._cv = threading.Condition()
-        self._lock = threading.Lock()  # guards the pipeline between worker and services
+        self._lock = threading.Lock()  # guards the pipeline between worker, services and timers
         self._running = True
-        self._received = self._processed = self._dropped = 0
+        self._received = self._processed = self._dropped = self._stamps_off = 0
+        self._received_times: deque[float] = deque(maxlen=600)  # monotonic arrival times
+        self._processed_times: deque[float] = deque(maxlen=600)
         self._latencies: deque[float] = deque(maxlen=200)  # image stamp -> published, seconds
-        self._rates: deque[float] = deque(maxlen=200)  # processing time per frame, seconds
-        self._errors: dict[str, float] = {}
+        self._warned: dict[str, float] = {}
+        self._errors_logged = 0.0  # time of the newest store/pipeline error already logged
+        self._log_new_errors()  # files put aside at start
         self._worker = threading.Thread(target=self._work, name="affect-worker", daemon=True)
         self._worker.start()
-        if self.store.directory is not None and p("load_on_start").value:
-            loaded = self._load_all_from_store()
-            self.get_logger().info(f"loaded {loaded} memories from {self.store.directory}")
+        if self.store.enabled:
+            self.get_logger().info(
+                f"memory store {self.store.directory}: {len(self.pipeline.gallery)} known persons"
+                f"{'' if store_cfg.load_on_start else ' (load_on_start is false: not recognised)'}")
         self.get_logger().info(
-            f"affective memory node up: {p('image_topic').value} -> {p('av_topic').value}, "
-            f"PK on {self.pipeline.pk.device}, detector {self.pipeline.config.detector}, images via {converter}")
+            f"affective memory node up: {c.image_topic} -> {c.av_topic}, encoder {pipeline_cfg.encoder} on "
+            f"{self.pipeline.encoder.device}, memory mode {memory_cfg.memory_mode}, detector {pipeline_cfg.detector}, "
+            f"images via {converter}")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT):
+            raise TimeoutError("the frame worker is busy; try again")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     # -------------------------------------------------------------- frames
     def _on_image(self, msg: Image) -> None:
@@ -92,6 +114,7 @@ class AffectiveMemoryNode(Node):
                 self._dropped += 1  # never queue: a newer frame replaces an unprocessed one
             self._latest = msg
             self._received += 1
+            self._received_times.append(time.monotonic())
             self._cv.notify()
 
     def _work(self) -> None:
@@ -105,12 +128,15 @@ class AffectiveMemoryNode(Node):
             try:
                 self._process(msg)
             except ImageEncodingError as exc:
-                self._warn_once(f"bad image on {self.get_parameter('image_topic').value}: {exc}")
-            except Exception as exc:  # keep serving good frames whatever one frame did
+                self._warn_once(f"bad image on {self.cfg.image_topic}: {exc}")
+            except Exception as exc:
                 self._warn_once(f"frame processing failed: {type(exc).__name__}: {exc}")
 
     def _process(self, msg: Image) -> None:
-        started = time.perf_counter()
+        limit = self.pipeline.config.max_frame_pixels
+        if msg.width * msg.height > limit:  # before converting: a huge frame is never allocated
+            raise ImageEncodingError(f"frame of {msg.width}x{msg.height} pixels is larger than max_frame_pixels="
+                                     f"{limit}; refused")
         frame = self._to_rgb(msg)
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self._lock:
@@ -121,7 +147,8 @@ class AffectiveMemoryNode(Node):
             out.person_id = e.person_id
             out.arousal, out.valence = e.arousal, e.valence
             out.confidence = e.confidence
-            out.pk_arousal, out.pk_valence = e.pk_arousal, e.pk_valence
+            out.encoder_arousal, out.encoder_valence = e.encoder_arousal, e.encoder_valence
+            out.expression, out.expression_confidence = e.expression, e.expression_confidence
             x1, y1, x2, y2 = np.clip(e.box, 0, [frame.shape[1], frame.shape[0]] * 2).astype(int).tolist()
             out.roi.x_offset, out.roi.y_offset = x1, y1
             out.roi.width, out.roi.height = max(x2 - x1, 0), max(y2 - y1, 0)
@@ -132,176 +159,195 @@ class AffectiveMemoryNode(Node):
             from ..visualize import annotate_frame
 
             with self._lock:
-                memories = {e.person_id: self.pipeline.persons[e.person_id].memory for e in estimates
-                            if e.person_id in self.pipeline.persons}
-                annotated = annotate_frame(frame, estimates, memories)
-            self.debug_pub.publish(fill_image(Image(header=msg.header), annotated))
+                planes = {e.person_id: self.pipeline.persons[e.person_id].memory.plane() for e in estimates
+                          if e.person_id in self.pipeline.persons}
+            self.debug_pub.publish(fill_image(Image(header=msg.header), annotate_frame(frame, estimates, planes)))
         now = self.get_clock().now().nanoseconds * 1e-9
         self._processed += 1
-        self._latencies.append(max(now - stamp, 0.0) if stamp > 0 else 0.0)
-        self._rates.append(time.perf_counter() - started)
+        self._processed_times.append(time.monotonic())
+        latency = now - stamp
+        if 0.0 <= latency <= MAX_PLAUSIBLE_LATENCY:
+            self._latencies.append(latency)
+        else:
+            self._stamps_off += 1
 
     def _warn_once(self, text: str, period: float = 5.0) -> None:
         """Log each distinct problem at most once per ``period`` seconds."""
         key = text[:120]
         now = time.monotonic()
-        if now - self._errors.get(key, -1e9) >= period:
-            self._errors[key] = now
-            if len(self._errors) > 256:
-                self._errors.clear()
+        if now - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = now
+            if len(self._warned) > 256:
+                self._warned.clear()
             self.get_logger().warning(text)
 
     # ------------------------------------------------------------ outputs
     def _publish_state(self) -> None:
         msg = MemoryState()
         msg.header.stamp = self.get_clock().now().to_msg()
-        with self._lock:
-            summaries = self.pipeline.summaries()
+        try:
+            with self._locked():
+                summaries = self.pipeline.summaries()
+        except TimeoutError:
+            return
         for s in summaries:
             pm = PersonMemory()
             pm.person_id = s.person_id
-            pm.num_neurons, pm.num_edges, pm.frames_learned = s.num_neurons, s.num_edges, s.frames_learned
+            pm.num_neurons, pm.num_edges = s.summary.num_neurons, s.summary.num_edges
+            pm.frames_learned = s.summary.frames_learned
             pm.seeding = s.seeding
             pm.last_seen.sec = int(s.last_seen)
             pm.last_seen.nanosec = int((s.last_seen % 1) * 1e9)
-            pm.mean_arousal, pm.mean_valence = s.mean_arousal, s.mean_valence
+            pm.mean_arousal, pm.mean_valence = s.summary.mean_arousal, s.summary.mean_valence
             msg.persons.append(pm)
         self.state_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name="affective_memory: pipeline", hardware_id=str(self.pipeline.pk.device))
+        status = DiagnosticStatus(name="affective_memory: pipeline", hardware_id=str(self.pipeline.encoder.device))
+        now = time.monotonic()
+        window = 10.0
+
+        def rate(times: deque[float]) -> float:
+            recent = [t for t in list(times) if now - t <= window]
+            return round(len(recent) / window, 2)
+
+        self._log_new_errors()
         lat = np.array(self._latencies) if self._latencies else np.zeros(1)
-        proc = np.array(self._rates) if self._rates else np.zeros(1)
+        unsaved = self.store.unsaved
+        recent_store_errors = [text for t, text in list(self.store.errors) if time.time() - t < 60]
+        recent_errors = [text for t, text in list(self.pipeline.errors) if time.time() - t < 60]
         values = {
             "frames_received": self._received, "frames_processed": self._processed, "frames_dropped": self._dropped,
-            "processing_rate_hz": round(1.0 / proc.mean(), 2) if proc.mean() > 0 else 0.0,
-            "latency_p50_ms": round(float(np.median(lat)) * 1e3, 1), "latency_p99_ms":
-                round(float(np.percentile(lat, 99)) * 1e3, 1), "persons": len(self.pipeline.persons),
+            "received_rate_hz": rate(self._received_times), "processed_rate_hz": rate(self._processed_times),
+            "latency_p50_ms": round(float(np.median(lat)) * 1e3, 1),
+            "latency_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1),
+            "stamps_out_of_range": self._stamps_off, "persons": len(self.pipeline.persons),
+            "unsaved_persons": len(unsaved),
         }
-        status.level = DiagnosticStatus.OK
-        status.message = "processing" if self._processed else "waiting for images"
+        if unsaved or recent_store_errors:
+            status.level = DiagnosticStatus.ERROR
+            status.message = (f"{len(unsaved)} memories could not be saved and are kept in RAM: "
+                              f"{recent_store_errors[-1] if recent_store_errors else ', '.join(unsaved)}")
+        elif recent_errors:
+            status.level = DiagnosticStatus.WARN
+            status.message = recent_errors[-1]
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = "processing" if self._processed else "waiting for images"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.status = [status]
         self.diag_pub.publish(msg)
 
+    def _log_new_errors(self) -> None:
+        """Store failures (a save that failed, a file put aside) and per-person failures, each logged once."""
+        newest = self._errors_logged
+        for t, text in sorted([*list(self.store.errors), *list(self.pipeline.errors)]):
+            if t > self._errors_logged:
+                self.get_logger().error(text)
+                newest = max(newest, t)
+        self._errors_logged = newest
+
     # ----------------------------------------------------------- services
     def _reset(self, req: ResetPerson.Request, res: ResetPerson.Response) -> ResetPerson.Response:
         try:
-            with self._lock:
+            with self._locked():
                 known = self.pipeline.reset_person(req.person_id)
             res.success = known
-            res.message = f"reset {req.person_id}" if known else f"unknown person {req.person_id!r}"
-        except ValueError as exc:
+            res.message = (f"forgot {req.person_id}: memory, signature and file deleted" if known
+                           else f"unknown person {req.person_id!r}")
+        except (ValueError, TimeoutError, OSError) as exc:
             res.success, res.message = False, str(exc)
         return res
 
     def _save(self, req: SavePerson.Request, res: SavePerson.Response) -> SavePerson.Response:
         try:
             path = self.store.resolve(req.person_id, req.path or None, self.allow_external_paths)
-            with self._lock:
-                written = self.pipeline.save_person(req.person_id, path)
+            with self._locked():
+                snap = self.pipeline.snapshot(req.person_id)
+            written = self.store.submit(self.store.write, snap, path).result(timeout=WRITE_TIMEOUT)
             res.success, res.path, res.message = True, str(written), f"saved {req.person_id} to {written}"
-        except (ValueError, KeyError, StoreError, OSError) as exc:
-            res.success, res.message = False, _reason(exc)
+        except KeyError as exc:
+            res.success, res.message = False, str(exc.args[0]) if exc.args else "unknown person"
+        except (ValueError, OSError, TimeoutError) as exc:
+            res.success, res.message = False, str(exc) or type(exc).__name__
         return res
 
     def _load(self, req: LoadPerson.Request, res: LoadPerson.Response) -> LoadPerson.Response:
         try:
-            path = self.store.resolve(req.person_id, req.path or None, self.allow_external_paths)
-            with self._lock:
-                state = self.pipeline.load_person(req.person_id, path)
-            res.success, res.num_neurons = True, state.memory.num_neurons
-            res.message = f"loaded {req.person_id} from {path} ({state.memory.num_neurons} neurons)"
+            path = self.store.resolve(req.person_id, req.path or None, self.allow_external_paths, write=False)
+            # The file is read outside the frame lock: only a regular file, size-checked, never blocking.
+            loaded = self.store.read(path, expected_id=None if req.import_memory else req.person_id)
+            with self._locked():
+                person = self.pipeline.install(req.person_id, loaded)
+                neurons = person.memory.summary().num_neurons
+            res.success, res.num_neurons = True, neurons
+            res.message = f"loaded {req.person_id} from {path} ({neurons} neurons)"
         except FileNotFoundError:
             res.success, res.message = False, f"no saved memory for {req.person_id!r}"
-        except (ValueError, KeyError, StoreError, MemoryFileError, OSError) as exc:
-            res.success, res.message = False, _reason(exc)
+        except (ValueError, OSError, TimeoutError) as exc:  # PersonFileError and StoreError are ValueErrors
+            res.success, res.message = False, str(exc) or type(exc).__name__
         return res
 
-    def _on_set_parameters(self, params: Sequence[Any]) -> SetParametersResult:
-        reason = validate_update(params)
-        return SetParametersResult(successful=reason is None, reason=reason or "")
-
     # ---------------------------------------------------------- persistence
-    def _on_evict(self, person_id: str, state: Any) -> None:
-        if self.store.directory is not None:
-            save_person_state(person_id, state, self.store.path_for(person_id))
-
-    def _from_store(self, person_id: str) -> Any:
-        """A memory saved earlier (e.g. evicted from RAM) for a person seen again."""
-        if self.store.directory is None:
-            return None
-        path = self.store.path_for(person_id)
-        if not path.exists():
-            return None
-        try:
-            return load_person_state(path, self.pipeline.memory_config.dim)
-        except (ValueError, OSError) as exc:
-            self._quarantine(path, exc)
-            return None
-
-    def _load_all_from_store(self) -> int:
-        count = 0
-        for person_id, path in self.store.saved():
-            try:
-                self.pipeline.load_person(person_id, path)
-                count += 1
-            except (ValueError, MemoryFileError, OSError) as exc:
-                self._quarantine(path, exc)
-        return count
-
-    def _quarantine(self, path: Path, reason: Exception) -> None:
-        """Keep an unreadable memory file aside (never overwritten, never deleted)."""
-        aside = self.store.quarantine(path)
-        self.get_logger().error(f"memory file {path} is unreadable ({reason}); kept aside as {aside}")
-
     def _autosave(self) -> None:
+        """Changed memories are copied under the lock and written by the store's I/O thread."""
         try:
-            self.save_all()
-        except OSError as exc:
-            self._warn_once(f"autosave failed: {exc}")
-
-    def save_all(self) -> int:
-        if self.store.directory is None:
-            return 0
-        with self._lock:
-            items = list(self.pipeline.persons.items())
-        for pid, state in items:
-            save_person_state(pid, state, self.store.path_for(pid))
-        return len(items)
+            with self._locked():
+                snaps = self.pipeline.snapshots(changed_only=True)
+        except TimeoutError:
+            return
+        self.store.submit(self.store.save_all, snaps)
+        self.store.retry()
 
     def shutdown(self) -> None:
+        """Stop the worker, then save every memory it can (each failure is named); never raises."""
         self._running = False
         with self._cv:
             self._cv.notify_all()
         self._worker.join(timeout=5.0)
-        if self.get_parameter("save_on_shutdown").value:
-            saved = self.save_all()
-            if saved:
-                self.get_logger().info(f"saved {saved} memories to {self.store.directory}")
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        self.pipeline.close()
+        if self.store.enabled and self.get_parameter("save_on_shutdown").value:
+            try:
+                with self._locked():
+                    snaps = self.pipeline.snapshots(changed_only=True)
+            except TimeoutError:
+                snaps = []
+                self.get_logger().error("the frame worker did not stop; memories in RAM were not saved")
+            report = self.store.save_all(snaps)
+            if report.saved:
+                self.get_logger().info(f"saved {len(report.saved)} memories to {self.store.directory}")
+            for pid, reason in report.failed.items():
+                self.get_logger().error(f"could not save {pid}'s memory at shutdown: {reason}")
+        self.store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=list(argv) if argv is not None else sys.argv)
+    args = list(argv) if argv is not None else sys.argv
+    rclpy.init(args=args)
     # SIGTERM (systemd, docker, launch) shuts down like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: rclpy.try_shutdown())
     node = None
     try:
-        node = AffectiveMemoryNode()
+        try:
+            node = AffectiveMemoryNode()
+        except (ValueError, StoreError, PersonFileError, FileNotFoundError, OSError) as exc:
+            # A configuration error: one line with the reason, exit code 2.
+            print(f"affective_memory_node: {type(exc).__name__}: {exc}" if not isinstance(exc, ValueError)
+                  else f"affective_memory_node: {exc}", file=sys.stderr)
+            return 2
+        except rclpy.exceptions.InvalidParameterValueException as exc:
+            print(f"affective_memory_node: {exc}", file=sys.stderr)
+            return 2
         executor = MultiThreadedExecutor(num_threads=2)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ValueError as exc:  # invalid parameters: refuse to start, say why
-        print(f"affective_memory_node: {exc}", file=sys.stderr)
-        return 2
+    except rclpy._rclpy_pybind11.RCLError:  # Ctrl-C while the node was being built: the context is gone
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.shutdown()
@@ -312,4 +358,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -41,6 +41,10 @@ def main() -> int:
     if trainer.rank == 0:
         np.save(sys.argv[1], np.array(losses))
     if trainer.world > 1:
+        # Both ranks finish their collectives before either tears gloo down: a rank that
+        # exits while its peer's last all_reduce is still in flight aborts gloo's threads
+        # ("terminate called without an active exception"), which a loaded machine makes likely.
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 

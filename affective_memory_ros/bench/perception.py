@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..perception.align import crop_faces
+from ..perception.appearance import Gallery, appearance_embedding
+from ..perception.detectors import DETECTORS, make_detector
+from ..perception.region_tracking import RegionTrackingDetector
+from ..perception.tracking import PersonTracker
+from ..person import new_person_id
 from ..video import letterbox, read_video
-from .align import crop_faces
-from .detectors import DETECTORS, make_detector
-from .region_tracking import RegionTrackingDetector
-from .tracking import PersonTracker
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -35,7 +37,8 @@ def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[in
             if name == "haar" and device != "cpu":
                 continue
             detector = make_detector(name, device)
-            tracker = PersonTracker(seed=0)
+            gallery = Gallery()
+            tracker = PersonTracker(gallery, lambda g=gallery: new_person_id(lambda pid: pid in g))
             detector(clip[:3])  # warm-up
             if isinstance(detector, RegionTrackingDetector):
                 detector.reset()
@@ -48,7 +51,7 @@ def run(video: Path, devices: tuple[str, ...], frames: int = 120, size: tuple[in
                 t1 = time.perf_counter()
                 crops = crop_faces(frame, dets)
                 t2 = time.perf_counter()
-                tracker.update(dets, crops, i / 30)
+                tracker.update(dets, appearance_embedding(crops), i / 30)
                 t3 = time.perf_counter()
                 det_t.append(t1 - t0)
                 crop_t.append(t2 - t1)

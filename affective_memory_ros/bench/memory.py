@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import GWRConfig
-from .gwr import GrowingWhenRequired
-from .persistence import save_memory
+from ..memory.config import GWRConfig
+from ..memory.gwr import GrowingWhenRequired
+from ..memory.persistence import save_memory
 
 
 def build_network(n: int, config: GWRConfig, seed: int = 0) -> GrowingWhenRequired:

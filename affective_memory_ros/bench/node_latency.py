@@ -1,6 +1,6 @@
 """Latency and sustained rate of the running node, as JSON.
 
-    python -m affective_memory_ros.ros.benchmark [--seconds 20] [--fps 30] [--device cpu]
+    python -m affective_memory_ros.bench.node_latency [--seconds 20] [--fps 30] [--device cpu]
 
 Starts the installed node, streams a real clip (letterboxed to 640x480) at the
 given rate as a camera, and measures, for every ``ArousalValence`` received,
@@ -27,10 +27,10 @@ from ..perception.detectors import DEFAULT_DETECTOR, DETECTORS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .demo import dds_environment, node_command, stop_node
+    from ..ros.harness import dds_environment, media_dir, node_command, stop_node
 
     parser = argparse.ArgumentParser(description=__doc__)
-    media = Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media"))
+    media = media_dir()
     parser.add_argument("--video", default=str(media / "WolfgangLanger_Pexels.mp4"))
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--fps", type=float, default=30.0)
@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from affective_memory_ros.msg import ArousalValence
 
+    from ..ros.camera_player import CameraPlayer
     from ..video import letterbox, read_video
-    from .camera_player import CameraPlayer
 
     frames = [letterbox(f) for f in read_video(args.video, max_frames=300)]
     topic = "/bench/camera/image_raw"

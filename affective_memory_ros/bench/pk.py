@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import CropSet
-from .inference import PKRuntime
-from .model import PKConfig
-from .train import TrainConfig, Trainer
+from ..encoders.pk import PKEncoder
+from ..pk.data import CropSet
+from ..pk.model import PKConfig
+from ..pk.train import TrainConfig, Trainer
 
 
 def _sync(device: torch.device) -> None:
@@ -20,7 +20,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def encoder_throughput(runtime: PKRuntime, batch: int, seconds: float = 2.0) -> float:
+def encoder_throughput(runtime: PKEncoder, batch: int, seconds: float = 2.0) -> float:
     crops = np.random.default_rng(0).integers(0, 256, (batch, 96, 96, 3), dtype=np.uint8)
     runtime.encode(crops)  # warm-up
     _sync(runtime.device)
@@ -59,7 +59,7 @@ def run(model: str | None = None, devices: tuple[str, ...] = ("cpu",)) -> dict[s
     for device in devices:
         precisions = ("fp32", "fp16") if device == "cuda" else ("fp32",)
         for precision in precisions:
-            runtime = PKRuntime(model, device, precision)
+            runtime = PKEncoder(model, device, precision)
             report["model_width"] = runtime.model.cfg.width
             report["encoder_faces_per_s"][f"{device}/{precision}"] = {
                 str(b): encoder_throughput(runtime, b) for b in (1, 8, 64)}

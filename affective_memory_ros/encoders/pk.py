@@ -1,0 +1,84 @@
+"""The PK (P-AffMem's prior-knowledge adversarial autoencoder) as a face encoder.
+
+Code: E's 50-d tanh z. Arousal/valence: D_em's reading of z. Expression
+probabilities: the categorical head on z where the model file has one
+(models trained before it existed give none, see :attr:`PKEncoder.has_classes`).
+Editing: G renders z at a target (arousal, valence), E re-encodes the result;
+all edits of all seeding persons go through one batch.
+
+Model, training and files: :mod:`affective_memory_ros.pk`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..expressions import NUM_EXPRESSIONS
+from .base import Encoding, FaceEncoder, InputSpec, resolve_device
+
+#: The shipped default weights, inside the package.
+DEFAULT_WEIGHTS = "pk_default.safetensors"
+#: 96x96 RGB in (-1, 1), as the paper's PK takes faces.
+INPUT_SPEC = InputSpec(size=96, channels=3, value_range=(-1.0, 1.0))
+
+
+def default_weights_path() -> Path:
+    return Path(str(resources.files("affective_memory_ros") / "models" / DEFAULT_WEIGHTS))
+
+
+class PKEncoder(FaceEncoder):
+    name = "pk"
+    can_edit = True
+    input_spec = INPUT_SPEC
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, device: str = "auto",
+                 precision: str = "fp32") -> None:
+        from ..pk.checkpoint import load_inference_model
+
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
+        self.path = Path(path) if path else default_weights_path()
+        self.device = resolve_device(device)
+        model, self.provenance = load_inference_model(self.path)
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.code_dim = model.cfg.z_dim
+        self.has_classes = getattr(model, "classifier", None) is not None
+
+    @torch.inference_mode()
+    def encode(self, crops: np.ndarray) -> Encoding:
+        if len(crops) == 0:
+            return Encoding.empty(self.code_dim)
+        with self._autocast():
+            z = self.model.encoder(self.input_spec.to_tensor(crops, self.device))
+            av = self.model.emotion(z)
+            if self.has_classes:
+                probs = torch.softmax(self.model.classifier(z).float(), dim=1)
+            else:
+                probs = torch.full((z.shape[0], NUM_EXPRESSIONS), float("nan"), device=z.device)
+        return Encoding(z.float().cpu().numpy(), av.float().cpu().numpy(), probs.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def edit_and_encode(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        if len(codes) == 0:
+            return np.zeros((0, self.code_dim), np.float32)
+        with self._autocast():
+            zt = torch.from_numpy(np.ascontiguousarray(codes, np.float32)).to(self.device)
+            yt = torch.from_numpy(np.ascontiguousarray(targets, np.float32)).to(self.device)
+            return self.model.encoder(self.model.generator(zt, yt)).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def edit_images(self, crops: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Edited faces as uint8 RGB: each crop rendered at every target -> (N, T, 96, 96, 3)."""
+        with self._autocast():
+            z = self.model.encoder(self.input_spec.to_tensor(crops, self.device))
+            n, t = z.shape[0], targets.shape[0]
+            y = torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
+            out = self.model.generator(z.repeat_interleave(t, 0), y.repeat(n, 1))
+        img = ((out.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return img.reshape(n, t, *img.shape[1:])
