@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     reid_bench.add_arguments(reid)
     reid.set_defaults(func=reid_bench.run)
 
+    cl = sub.add_parser("bench-clifer", help="CLIFER's evaluation (neutral learned, unseen smile, both learned) "
+                                             "on a labelled face folder, and the dual memory's speed (JSON)")
+    from .bench import clifer as clifer_bench
+
+    clifer_bench.add_arguments(cl)
+    cl.set_defaults(func=clifer_bench.run)
+
     pm = sub.add_parser("plot-memory", help="draw a saved memory's neurons on the arousal/valence plane (PNG)")
     pm.add_argument("file", help="a memory file (<person_id>.safetensors)")
     pm.add_argument("--out", help="PNG path (default: <file>.png in the current folder)")

@@ -1,11 +1,15 @@
-"""``sensor_msgs/Image`` <-> numpy by REP-104 encodings, without cv_bridge.
+"""``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` <-> numpy, without cv_bridge.
 
 The PyPI ``cv-bridge`` is broken on numpy 2 and upstream cv_bridge has an open
 numpy-2 problem, so the node uses these few lines unless a working cv_bridge
 is importable. They honour ``step`` (row padding) and ``is_bigendian``, check
 every size against the buffer, and refuse anything else with a clear
-:class:`ImageEncodingError`. Works on any object with the Image fields, so it
-is tested without ROS.
+:class:`ImageEncodingError`. Compressed images (what image_transport's
+``compressed`` plugin publishes on ``<image>/compressed`` and what robots
+record) are JPEG or PNG; their size is read from the file header and checked
+before anything is decoded, so a small file that claims a huge image is
+refused without allocating it. Works on any object with the message fields,
+so it is tested without ROS.
 """
 
 from __future__ import annotations
@@ -90,4 +94,106 @@ def fill_image(msg: Any, rgb: np.ndarray, encoding: str = "bgr8") -> Any:
     msg.is_bigendian = 0
     msg.step = int(frame.shape[1] * 3)
     msg.data = np.ascontiguousarray(pixels).tobytes()
+    return msg
+
+
+# ------------------------------------------------------------------ compressed images
+#: Compressed payloads larger than this are refused before they are looked at (a 4K JPEG is a few MB).
+MAX_COMPRESSED_BYTES = 64 << 20
+
+
+def compressed_format(fmt: str) -> str:
+    """``jpeg`` or ``png`` from a CompressedImage ``format`` field.
+
+    image_transport writes ``"<source encoding>; jpeg compressed <encoding>"``
+    (or ``png``); older drivers write just ``"jpeg"`` or ``"png"``. Depth
+    images (``compressedDepth``) are refused: they are not camera pictures.
+    """
+    text = str(fmt).strip().lower()
+    if "compresseddepth" in text.replace(" ", ""):
+        raise ImageEncodingError(f"compressed depth images ({fmt!r}) are not supported; give a colour camera")
+    tail = text.split(";")[-1]
+    for name, aliases in (("jpeg", ("jpeg", "jpg")), ("png", ("png",))):
+        if any(a in tail for a in aliases):
+            return name
+    raise ImageEncodingError(f"unsupported compressed format {fmt!r}; supported: jpeg, png")
+
+
+def compressed_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(width, height) from a JPEG or PNG header, without decoding; raises ImageEncodingError."""
+    buf = bytes(data[:2]) if len(data) >= 2 else b""
+    if bytes(data[:8]) == b"\x89PNG\r\n\x1a\n":
+        if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+            raise ImageEncodingError("truncated PNG header")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if buf == b"\xff\xd8":
+        i, n = 2, len(data)
+        while i + 4 <= n:
+            if data[i] != 0xFF:
+                raise ImageEncodingError("corrupt JPEG header")
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+                i += 2
+                continue
+            length = int.from_bytes(data[i + 2 : i + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                if i + 9 > n:
+                    break
+                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+            if length < 2:
+                raise ImageEncodingError("corrupt JPEG header")
+            i += 2 + length
+        raise ImageEncodingError("truncated JPEG: no frame header")
+    raise ImageEncodingError("compressed data is neither JPEG nor PNG")
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A contiguous RGB uint8 (H, W, 3) frame from a ``sensor_msgs/CompressedImage`` (JPEG or PNG).
+
+    The header's size is checked against ``max_pixels`` before decoding.
+    """
+    import cv2
+
+    kind = compressed_format(msg.format)
+    try:
+        data = memoryview(msg.data).cast("B")
+    except TypeError:  # a list of ints
+        data = memoryview(np.asarray(msg.data, np.uint8).tobytes())
+    if len(data) == 0:
+        raise ImageEncodingError("empty compressed image")
+    if len(data) > MAX_COMPRESSED_BYTES:
+        raise ImageEncodingError(f"compressed image of {len(data)} bytes is larger than {MAX_COMPRESSED_BYTES}")
+    width, height = compressed_size(data)
+    if width <= 0 or height <= 0:
+        raise ImageEncodingError(f"empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageEncodingError(f"frame of {width}x{height} pixels is larger than max_frame_pixels={max_pixels}; "
+                                 "refused")
+    header_kind = "png" if bytes(data[:4]) == b"\x89PNG" else "jpeg"
+    if header_kind != kind:
+        raise ImageEncodingError(f"format says {kind} but the data is {header_kind}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[:2] != (height, width):
+        raise ImageEncodingError(f"cannot decode the {kind} image (corrupt or truncated)")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def fill_compressed(msg: Any, rgb: np.ndarray, kind: str = "jpeg", quality: int = 90) -> Any:
+    """Write an RGB uint8 frame into a CompressedImage as image_transport does (``bgr8; jpeg compressed bgr8``)."""
+    import cv2
+
+    frame = np.asarray(rgb)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ImageEncodingError(f"expected RGB uint8 (H, W, 3), got {frame.shape} {frame.dtype}")
+    if kind not in ("jpeg", "png"):
+        raise ImageEncodingError(f"can only write jpeg or png, not {kind!r}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if kind == "jpeg" else []
+    ok, encoded = cv2.imencode(".jpg" if kind == "jpeg" else ".png", np.ascontiguousarray(frame[..., ::-1]), params)
+    if not ok:
+        raise ImageEncodingError(f"cannot encode {kind}")
+    msg.format = f"bgr8; {kind} compressed bgr8"
+    msg.data = encoded.tobytes()
     return msg

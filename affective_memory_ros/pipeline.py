@@ -26,16 +26,18 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .encoders import DEFAULT_ENCODER, ENCODERS, make_encoder
 from .expressions import EXPRESSIONS
-from .modes import Face, MemorySettings, MemorySummary, Reading, make_memory
-from .perception.align import crop_faces
+from .modes import Face, MemorySettings, MemorySummary, PersonMemory, Reading, make_memory
+from .perception.align import CROP_SIZE, crop_faces
 from .perception.appearance import DEFAULT_REID_THRESHOLD, Gallery, appearance_embedding
 from .perception.detectors import DEFAULT_DETECTOR, DETECTORS, make_detector
 from .perception.tracking import PersonTracker
@@ -130,12 +132,16 @@ class _InlineFuture:
 class AffectPipeline:
     def __init__(self, config: PipelineConfig | None = None, memory: MemorySettings | None = None,
                  store: PersonStore | None = None, *, background: bool = False,
-                 load_from_store: bool = True) -> None:
+                 load_from_store: bool = True, memory_factory: Callable[[], PersonMemory] | None = None) -> None:
         """``store`` = None keeps nothing on disk. ``background`` moves seeding and file I/O off the frame
-        path (the node); ``load_from_store`` recognises the store's persons (the ``load_on_start`` setting)."""
+        path (the node); ``load_from_store`` recognises the store's persons (the ``load_on_start`` setting).
+        ``memory_factory`` replaces the configured mode's new memories (benchmarks build rule variants with it)."""
         self.config = cfg = config or PipelineConfig()
         self.memory_settings = memory or MemorySettings()
         self.encoder = make_encoder(cfg.encoder, cfg.encoder_weights or None, cfg.device, cfg.precision)
+        self.memory_factory = memory_factory or (
+            lambda: make_memory(self.memory_settings, self.encoder.code_dim, self.encoder.can_edit))
+        self.memory_factory()  # a mode that cannot work with this encoder refuses now, not at the first face
         self.detector = make_detector(cfg.detector, self.encoder.device)
         self.store = store or PersonStore(None)
         self.store.code_dim, self.store.encoder = self.encoder.code_dim, self.encoder.name
@@ -171,6 +177,7 @@ class AffectPipeline:
         return frame
 
     def process(self, frame_rgb: np.ndarray, timestamp: float) -> list[PersonEstimate]:
+        """One camera frame: detect, crop, recognise, encode, and each person's memory."""
         frame = self.check_frame(frame_rgb)
         t0 = time.perf_counter()
         self._collect()
@@ -179,25 +186,54 @@ class AffectPipeline:
         crops = crop_faces(frame, dets)
         t2 = time.perf_counter()
         ids = self.tracker.update(dets, appearance_embedding(crops), timestamp)
+        t3 = time.perf_counter()
+        return self._faces(crops, ids, dets.boxes, timestamp, (t0, t1, t2, t3))
+
+    def process_faces(self, faces: list[np.ndarray], face_ids: list[str], timestamp: float) -> list[PersonEstimate]:
+        """Faces found and tracked upstream (a ROS4HRI face pipeline): RGB uint8 face images of any size,
+        each with the upstream face ID that follows it. The face ID takes the place of a track: the same ID
+        keeps its person, a new one is recognised by appearance or is a new person. Boxes are empty."""
+        if len(faces) != len(face_ids):
+            raise ValueError(f"{len(faces)} faces but {len(face_ids)} face IDs")
+        crops = np.zeros((len(faces), CROP_SIZE, CROP_SIZE, 3), np.uint8)
+        for i, face in enumerate(faces):
+            f = np.asarray(face)
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 or min(f.shape[:2]) < 8:
+                raise ValueError(f"face {i}: expected an RGB uint8 image (H, W, 3), got {f.shape} {f.dtype}")
+            if f.shape[0] * f.shape[1] > self.config.max_frame_pixels:
+                raise ValueError(f"face {i} is larger than max_frame_pixels={self.config.max_frame_pixels}")
+            crops[i] = cv2.resize(f, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA if f.shape[0] > CROP_SIZE
+                                  else cv2.INTER_LINEAR)
+        t0 = time.perf_counter()
+        self._collect()
+        ids = self.tracker.update_tracked(list(face_ids), appearance_embedding(crops))
+        t3 = time.perf_counter()
+        return self._faces(crops, ids, np.zeros((len(ids), 4), np.float32), timestamp, (t0, t0, t0, t3))
+
+    def _faces(self, crops: np.ndarray, ids: list[str], boxes: np.ndarray, timestamp: float,
+               started: tuple[float, float, float, float]) -> list[PersonEstimate]:
+        """Encode the recognised faces, let each person's memory learn and read them, hand over slow work."""
+        t0, t1, t2, t3 = started
         for provisional in self.tracker.renamed:  # recognised after their first frames: the new ID retires
             self.persons.pop(provisional, None)
-        t3 = time.perf_counter()
         enc = self.encoder.encode(crops)
         t4 = time.perf_counter()
         estimates = []
         for i, pid in enumerate(ids):
-            face = Face(enc.code[i], enc.av[i], enc.probs[i])
+            face = Face(enc.code[i], enc.av[i], enc.probs[i], timestamp)
             person = self._person(pid, timestamp)
             reading = self._learn_and_recall(person, face) if person is not None else None
             if person is not None:
                 person.touch(timestamp)
             probs = enc.probs[i]
             top = int(np.argmax(probs)) if np.isfinite(probs).all() else -1
+            expression, expression_p = (EXPRESSIONS[top], float(probs[top])) if top >= 0 else ("", 0.0)
+            if reading is not None and reading.expression:  # a mode with its own categorical read-out
+                expression, expression_p = reading.expression, reading.expression_confidence
             a, v = (float(np.clip(x, -1, 1)) for x in enc.av[i])
             estimates.append(PersonEstimate(
-                pid, dets.boxes[i].copy(), reading.arousal if reading else a, reading.valence if reading else v,
-                a, v, reading.confidence if reading else 0.0, EXPRESSIONS[top] if top >= 0 else "",
-                float(probs[top]) if top >= 0 else 0.0, reading is None,
+                pid, boxes[i].copy(), reading.arousal if reading else a, reading.valence if reading else v,
+                a, v, reading.confidence if reading else 0.0, expression, expression_p, reading is None,
                 person.memory.summary().num_neurons if person is not None else 0))
         t5 = time.perf_counter()
         self._schedule_seeding(ids, enc.code)
@@ -215,7 +251,7 @@ class AffectPipeline:
         except Exception as exc:
             self.errors.append((time.time(), f"{person.person_id}: memory failed ({type(exc).__name__}: {exc}); "
                                              "it starts afresh"))
-            person.memory = make_memory(self.memory_settings, self.encoder.code_dim)
+            person.memory = self.memory_factory()
             return None
 
     def _person(self, person_id: str, timestamp: float) -> Person | None:
@@ -233,7 +269,7 @@ class AffectPipeline:
                 if person is None and self.store.loading(person_id):
                     return None
             if person is None:
-                person = Person(person_id, make_memory(self.memory_settings, self.encoder.code_dim),
+                person = Person(person_id, self.memory_factory(),
                                 self.encoder.name, first_seen=timestamp, last_seen=timestamp)
             self.persons[person_id] = person
         self.persons.move_to_end(person_id)
@@ -260,9 +296,13 @@ class AffectPipeline:
             return
         cfg, per_frame = self.config, self.memory_settings.edits_per_frame
         share = max(1, min(per_frame, cfg.max_seed_edits // len(wanting)))
-        jobs = [(p, min(share, p.memory.edits_wanted)) for _, p in wanting]
-        rows = np.repeat(codes[[i for i, _ in wanting]], [n for _, n in jobs], axis=0)
-        targets = self._rng.uniform(-1.0, 1.0, size=(len(rows), 2)).astype(np.float32)
+        asked = [(i, p, p.memory.edit_targets(share, self._rng)) for i, p in wanting]
+        asked = [(i, p, t) for i, p, t in asked if len(t)]
+        if not asked:
+            return
+        jobs = [(p, len(t)) for _, p, t in asked]
+        rows = np.repeat(codes[[i for i, _, _ in asked]], [len(t) for _, _, t in asked], axis=0)
+        targets = np.concatenate([t for _, _, t in asked]).astype(np.float32)
         if self._seeder is None:
             future: Future[np.ndarray] | _InlineFuture = _InlineFuture(self.encoder.edit_and_encode(rows, targets))
         else:

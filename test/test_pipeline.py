@@ -243,3 +243,34 @@ def test_cuda_fp16_matches_fp32(clip: list[np.ndarray]) -> None:
         e16 = make_encoder(name, device="cuda", precision="fp16").encode(crops)
         # Documented tolerance: fp16 autocast stays within 0.02 of fp32 on codes and arousal/valence.
         assert np.abs(e16.code - e32.code).max() < 0.02 and np.abs(e16.av - e32.av).max() < 0.02
+
+
+def test_faces_tracked_upstream_keep_their_persons_and_a_new_face_id_is_recognised(
+        clip: list[np.ndarray], other: list[np.ndarray]) -> None:
+    """The ROS4HRI input: face images with upstream face IDs instead of camera frames."""
+    from affective_memory_ros.perception.align import crop_faces
+    from affective_memory_ros.perception.detectors import make_detector
+
+    detect = make_detector("blazeface_short")
+
+    def faces(frames: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for f in frames:
+            crop = crop_faces(f, detect([f])[0])[0]
+            out.append(np.ascontiguousarray(np.kron(crop, np.ones((4, 4, 1), np.uint8))[::3, ::3]))  # 128 px
+        return out
+
+    her, him = faces(clip[:16]), faces(other[:16])
+    pipeline = AffectPipeline(**fast(init_frames=2, edits_per_frame=8))  # type: ignore[arg-type]
+    ids = [pipeline.process_faces([a, b], ["fa", "fb"], i / 25) for i, (a, b) in enumerate(zip(her, him, strict=True))]
+    first = {e.person_id for e in ids[0]}
+    assert len(first) == 2 and all({e.person_id for e in frame} == first for frame in ids), "one person per face ID"
+    assert all(e.box.shape == (4,) for e in ids[0])
+    # She leaves; the upstream pipeline gives her a new face ID when she returns looking the same.
+    her_id = ids[0][0].person_id
+    back = [pipeline.process_faces([a], ["fc"], 2 + i / 25)[0].person_id for i, a in enumerate(her[:8])]
+    assert set(back[PROBE_FRAMES:]) == {her_id}, "recognised after her probation frames"
+    with pytest.raises(ValueError, match="face IDs"):
+        pipeline.process_faces([her[0]], [], 3.0)
+    with pytest.raises(ValueError, match="RGB uint8"):
+        pipeline.process_faces([np.zeros((20, 20), np.uint8)], ["x"], 3.0)

@@ -1,7 +1,7 @@
 """Per-person memory modes: one module per mode, registered here by name.
 
 Adding a mode: write ``modes/<name>.py`` with a :class:`~.base.PersonMemory`
-subclass that has ``create(settings, code_dim)``, and add one line to
+subclass that has ``create(settings, code_dim, can_edit)``, and add one line to
 :data:`~.base.MODES`.
 """
 
@@ -29,9 +29,15 @@ def mode_class(name: str) -> type[PersonMemory]:
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-def make_memory(settings: MemorySettings, code_dim: int) -> PersonMemory:
-    """A new, empty memory in the configured mode for codes of ``code_dim``."""
-    return mode_class(settings.memory_mode).create(settings, code_dim)  # type: ignore[attr-defined,no-any-return]
+def make_memory(settings: MemorySettings, code_dim: int, can_edit: bool = True) -> PersonMemory:
+    """A new, empty memory in the configured mode for codes of ``code_dim``.
+
+    ``can_edit`` says whether the encoder can edit faces; a mode that needs
+    edits refuses (ValueError) when it cannot, one that can do without them
+    does without.
+    """
+    cls = mode_class(settings.memory_mode)
+    return cls.create(settings, code_dim, can_edit)  # type: ignore[attr-defined,no-any-return]
 
 
 __all__ = ["DEFAULT_MODE", "MODES", "Face", "MemoryPlane", "MemorySettings", "MemoryStateError",

@@ -31,6 +31,9 @@ from ..settings import check, setting
 #: The registry: mode name -> "module:class". Adding a mode is its own module plus one line here.
 MODES: dict[str, str] = {
     "paper": "affective_memory_ros.modes.paper:PaperMemory",
+    "self_affective": "affective_memory_ros.modes.self_affective:SelfAffectiveMemory",
+    "personal": "affective_memory_ros.modes.personal:PersonalMemory",
+    "clifer": "affective_memory_ros.modes.clifer:CliferMemory",
 }
 DEFAULT_MODE = "paper"
 
@@ -48,6 +51,8 @@ class MemorySettings:
     max_neurons: int = setting(2000, "neuron cap per memory", range=(2, MAX_NEURONS))
     distance_scale: float = setting(2.0, "GWR activity distance scale sigma: a = exp(-d / sigma) (P-AffMem modes)",
                                     range=(0.001, 1000.0))
+    context_depth: int = setting(0, "temporal context depth K of the episodic memory (clifer mode; CLIFER uses 0, "
+                                    "the GDM demo 5)", range=(0, 16))
 
     def __post_init__(self) -> None:
         check(self)
@@ -59,20 +64,27 @@ class MemoryStateError(ValueError):
 
 @dataclass(frozen=True)
 class Face:
-    """One real face as the encoder saw it: ``code`` (D,), ``av`` (2,) = (arousal, valence), ``probs`` (8,)."""
+    """One real face as the encoder saw it: ``code`` (D,), ``av`` (2,) = (arousal, valence), ``probs`` (8,),
+    and ``time``, the frame's time in seconds (modes with temporal context use it)."""
 
     code: np.ndarray
     av: np.ndarray
     probs: np.ndarray
+    time: float = 0.0
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What a memory says about one face: arousal and valence in [-1, 1], and its confidence in (0, 1]."""
+    """What a memory says about one face: arousal and valence in [-1, 1], its confidence in (0, 1], and,
+    for modes with a categorical read-out, the expression (a name of
+    :data:`~affective_memory_ros.expressions.EXPRESSIONS`) and its confidence; ``expression`` None
+    leaves the encoder's expression to be published."""
 
     arousal: float
     valence: float
     confidence: float
+    expression: str | None = None
+    expression_confidence: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,14 @@ class PersonMemory(abc.ABC):
     def edits_wanted(self) -> int:
         """Edited faces this memory still wants before it is fully seeded (0: none)."""
         return 0
+
+    def edit_targets(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """The (arousal, valence) targets of the next at most ``count`` edits of the person's latest face.
+
+        P-AffMem draws them uniformly from [-1, 1]^2; modes that imagine particular expressions
+        (CLIFER) ask for those. The pipeline edits the face just learned at these targets.
+        """
+        return rng.uniform(-1.0, 1.0, size=(min(count, self.edits_wanted), 2)).astype(np.float32)
 
     def seed(self, codes: np.ndarray, targets: np.ndarray) -> None:  # noqa: B027 - optional for modes without edits
         """Learn encoder edits of this person's face: ``codes`` (B, D) rendered at ``targets`` (B, 2)."""

@@ -61,7 +61,10 @@ class PaperMemory(PersonMemory):
         self._waiting: list[np.ndarray] = []
 
     @classmethod
-    def create(cls, settings: MemorySettings, code_dim: int) -> PaperMemory:
+    def create(cls, settings: MemorySettings, code_dim: int, can_edit: bool = True) -> PaperMemory:
+        if not can_edit:
+            raise ValueError("memory_mode 'paper' is seeded from an encoder's edits of the face: it needs an encoder "
+                             "that can edit faces (pk)")
         return cls(GrowingWhenRequired(gwr_config(settings, code_dim)),
                    settings.init_frames * settings.edits_per_frame)
 

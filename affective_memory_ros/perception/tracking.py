@@ -47,7 +47,7 @@ class PersonTracker:
                                            minimum_iou_threshold=0.1, high_conf_det_threshold=0.5)
         self.gallery = gallery
         self.new_id = new_id
-        self._track_person: OrderedDict[int, str] = OrderedDict()
+        self._track_person: OrderedDict[int | str, str] = OrderedDict()
         self._last_boxes: dict[str, np.ndarray] = {}  # person -> box in the previous frame
         self._max_tracks = max_tracks
         self.probe_frames = probe_frames
@@ -82,17 +82,31 @@ class PersonTracker:
             for index, tid in zip(tracked.data["index"].tolist(), tracked.tracker_id.tolist(), strict=True):
                 track_of[index] = int(tid)
 
+        return self._assign(track_of, detections.boxes, embeddings)
+
+    def update_tracked(self, track_keys: list[str], embeddings: np.ndarray) -> list[str]:
+        """Person ID per face for faces an upstream tracker already follows (ROS4HRI face IDs).
+
+        An upstream face ID takes the place of a ByteTrack track: the same ID
+        keeps its person; a new one is recognised by appearance (with the same
+        probation) or is a new person. There are no boxes, so no overlap step.
+        """
+        return self._assign([f"face:{k}" for k in track_keys], None, embeddings)
+
+    def _assign(self, track_of: list[int | str], boxes: np.ndarray | None, embeddings: np.ndarray) -> list[str]:
+        """Known tracks keep their person; the rest by overlap, then appearance, then new persons."""
+        n = len(track_of)
         self.created = []
         result: list[str | None] = [None] * n
         # Faces on a known track keep its person (first come, first served for a person claimed twice).
         for i in range(n):
-            pid = self._track_person.get(track_of[i]) if track_of[i] >= 0 else None
+            pid = self._track_person.get(track_of[i]) if track_of[i] != -1 else None
             if pid is not None and pid in self.gallery and pid not in result:
                 result[i] = pid
         # The others: continuity with the previous frame's boxes, then appearance, then a new person.
         rest = [i for i in range(n) if result[i] is None]
-        if rest:
-            self._assign_by_overlap(rest, detections.boxes, result)
+        if rest and boxes is not None:
+            self._assign_by_overlap(rest, boxes, result)
             rest = [i for i in rest if result[i] is None]
         if rest:
             self._assign_by_appearance(rest, embeddings, result)
@@ -105,11 +119,11 @@ class PersonTracker:
         self.renamed = {}
         self._end_probations(ids, embeddings)
         for i, pid in enumerate(ids):
-            if track_of[i] >= 0:
+            if track_of[i] != -1:
                 self._track_person[track_of[i]] = pid
                 self._track_person.move_to_end(track_of[i])
             self.gallery.observe(pid, embeddings[i])
-        self._last_boxes = {pid: detections.boxes[i].copy() for i, pid in enumerate(ids)}
+        self._last_boxes = {pid: boxes[i].copy() for i, pid in enumerate(ids)} if boxes is not None else {}
         while len(self._track_person) > self._max_tracks:
             self._track_person.popitem(last=False)
         return ids

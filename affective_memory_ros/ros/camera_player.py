@@ -1,4 +1,6 @@
-"""Play a video file as a camera: ``sensor_msgs/Image`` frames at the video's rate.
+"""Play a video file as a camera: ``sensor_msgs/Image`` frames at the video's rate, or
+``sensor_msgs/CompressedImage`` (JPEG, as image_transport's ``compressed`` plugin publishes them on
+``<topic>/compressed``) with ``compressed=True``.
 
 Used by the demo, the tests and the latency benchmark; also handy on a
 development machine without a camera::
@@ -20,18 +22,20 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
-from ..image_encoding import fill_image
+from ..image_encoding import fill_compressed, fill_image
 from ..video import video_frames
 
 
 class CameraPlayer(Node):
     def __init__(self, topic: str = "/camera/image_raw", frame_id: str = "camera_optical_frame",
-                 **node_kwargs: Any) -> None:
+                 compressed: bool = False, **node_kwargs: Any) -> None:
         super().__init__("video_camera", **node_kwargs)
         self.frame_id = frame_id
-        self.pub = self.create_publisher(Image, topic, qos_profile_sensor_data)
+        self.compressed = compressed
+        self.pub = (self.create_publisher(CompressedImage, f"{topic}/compressed", qos_profile_sensor_data)
+                    if compressed else self.create_publisher(Image, topic, qos_profile_sensor_data))
 
     def wait_for_subscriber(self, timeout: float) -> bool:
         """Block until something subscribes to the camera topic (or ``timeout`` s pass)."""
@@ -42,12 +46,15 @@ class CameraPlayer(Node):
             time.sleep(0.1)
         return True
 
-    def publish_frame(self, rgb: object, encoding: str = "bgr8", stamp_offset: float = 0.0) -> Image:
+    def publish_frame(self, rgb: object, encoding: str = "bgr8", stamp_offset: float = 0.0) -> Any:
         """Publish one frame stamped now (plus ``stamp_offset`` seconds: tests use stamps from the past)."""
-        msg = Image()
+        msg = CompressedImage() if self.compressed else Image()
         msg.header.stamp = Time(nanoseconds=self.get_clock().now().nanoseconds + int(stamp_offset * 1e9)).to_msg()
         msg.header.frame_id = self.frame_id
-        fill_image(msg, rgb, encoding)  # type: ignore[arg-type]
+        if self.compressed:
+            fill_compressed(msg, rgb)  # type: ignore[arg-type]
+        else:
+            fill_image(msg, rgb, encoding)  # type: ignore[arg-type]
         self.pub.publish(msg)
         return msg
 
@@ -100,9 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--height", type=int)
     parser.add_argument("--wait-subscribers", type=float, default=10.0, help="seconds to wait for a subscriber")
     parser.add_argument("--stamps-out", help="write each published stamp (sec nanosec) to this file")
+    parser.add_argument("--compressed", action="store_true", help="publish JPEG CompressedImage on TOPIC/compressed")
     args, ros_args = parser.parse_known_args(argv)
     rclpy.init(args=ros_args)
-    node = CameraPlayer(args.topic)
+    node = CameraPlayer(args.topic, compressed=args.compressed)
     try:
         node.wait_for_subscriber(args.wait_subscribers)
         size = (args.width, args.height) if args.width and args.height else None

@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .camera_player import CameraPlayer
 
     topic = "/demo/camera/image_raw"
-    node_proc = subprocess.Popen(node_command(None, f"image_topic:={topic}", f"device:={args.device}"),
+    node_proc = subprocess.Popen(node_command(None, f"device:={args.device}", camera=topic),
                                  env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log_lines: list[str] = []
     threading.Thread(target=lambda: log_lines.extend(node_proc.stdout or []), daemon=True).start()

@@ -4,7 +4,8 @@
   with a domain ID of the caller's own, so parallel runs never see each other
   or another robot. Every process that creates a ROS node sets it.
 * :func:`node_command`: the installed node executable with the package's
-  parameter file and ``-p`` overrides.
+  parameter file, ``-p`` overrides, the camera remapped onto the node's
+  ``image`` input, and a namespace.
 * :func:`stop_node`: SIGINT (a clean shutdown that saves memories), then kill
   if it hangs.
 * :func:`media_dir`: the real media fetched at set-up (``scripts/fetch_media.sh``).
@@ -33,8 +34,14 @@ def dds_environment(domain_id: int | None = None) -> dict[str, str]:
     }
 
 
-def node_command(params_file: str | None = None, *overrides: str, ros_args: tuple[str, ...] = ()) -> list[str]:
-    """The installed node executable with the package's parameter file, ``-p`` overrides and extra ROS args."""
+def node_command(params_file: str | None = None, *overrides: str, camera: str | None = None,
+                 namespace: str | None = None, ros_args: tuple[str, ...] = ()) -> list[str]:
+    """The installed node executable with the package's parameter file, ``-p`` overrides, the ``camera`` topic
+    remapped onto the node's relative ``image`` input (``-r image:=camera``), a ``namespace`` and extra ROS args.
+
+    The node has no topic parameters (names are remapped, docs/ros.md); an ``image_topic:=T`` override, the
+    old parameter, is turned into ``camera=T`` so that older callers keep working.
+    """
     from ament_index_python.packages import get_package_prefix, get_package_share_directory
 
     exe = Path(get_package_prefix("affective_memory_ros")) / "lib" / "affective_memory_ros" / "affective_memory_node"
@@ -42,7 +49,14 @@ def node_command(params_file: str | None = None, *overrides: str, ros_args: tupl
                                 "affective_memory.yaml")
     cmd = [str(exe), "--ros-args", "--params-file", params]
     for o in overrides:
+        if o.startswith("image_topic:="):
+            camera = o.split(":=", 1)[1]
+            continue
         cmd += ["-p", o]
+    if camera:
+        cmd += ["-r", f"image:={camera}"]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
     return cmd + list(ros_args)
 
 

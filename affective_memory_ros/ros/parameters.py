@@ -1,17 +1,23 @@
 """The node's parameters, generated from the settings' one declaration (:mod:`affective_memory_ros.settings`).
 
 Each setting becomes a parameter with its description, its range (enforced by
-rclpy at declaration and on every later set), its choices (listed in the
-descriptor and checked when the configs are built) and ``read_only`` unless
-the setting may change at run time. Values come from
-``config/affective_memory.yaml`` or ``--ros-args -p``.
+rclpy at declaration and on every later set) and its choices (listed in the
+descriptor and checked when the configs are built, in ``on_configure``).
+Values come from ``config/affective_memory.yaml`` or ``--ros-args -p``.
+
+The node is a lifecycle node that reads its settings in ``on_configure``, so a
+setting that is not marked run-time may change only while the node is
+unconfigured (then takes effect at the next configure);
+:func:`refuse_while_configured` is the one check rclpy's descriptors cannot
+make. Types and ranges are rclpy's to check (descriptors), never repeated here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
 
 from ..settings import coerce, infos
@@ -22,7 +28,8 @@ def declare_parameters(node: Node) -> None:
     """Declare every setting; an out-of-range value from a parameter file raises rclpy's exception."""
     for config_type in NODE_CONFIGS:
         for info in infos(config_type):
-            desc = ParameterDescriptor(description=info.help, read_only=not info.runtime)
+            desc = ParameterDescriptor(description=info.help + ("" if info.runtime else
+                                                                " (read in on_configure)"))
             if info.range is not None:
                 lo, hi = info.range
                 if info.type is float:
@@ -33,6 +40,27 @@ def declare_parameters(node: Node) -> None:
                 desc.additional_constraints = "one of: " + ", ".join(info.choices) + (
                     "".join(f", {p}N" for p in info.prefix_choices))
             node.declare_parameter(info.name, info.default, desc)
+
+
+#: Settings that may change while the node is configured (read where they are used).
+RUNTIME_SETTINGS: frozenset[str] = frozenset(i.name for ct in NODE_CONFIGS for i in infos(ct) if i.runtime)
+SETTING_NAMES: frozenset[str] = frozenset(i.name for ct in NODE_CONFIGS for i in infos(ct))
+
+
+def refuse_while_configured(is_unconfigured: Callable[[], bool]) -> Callable[[list[Any]], SetParametersResult]:
+    """A set-parameters callback: settings read in ``on_configure`` change only while the node is unconfigured."""
+
+    def check(parameters: list[Any]) -> SetParametersResult:
+        if is_unconfigured():
+            return SetParametersResult(successful=True)
+        fixed = [p.name for p in parameters if p.name in SETTING_NAMES and p.name not in RUNTIME_SETTINGS]
+        if fixed:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(fixed)} is read-only while the node is configured (it is read in on_configure): "
+                "deactivate and clean up the node, set it, then configure again"))
+        return SetParametersResult(successful=True)
+
+    return check
 
 
 def read_configs(node: Node) -> tuple[Any, ...]:

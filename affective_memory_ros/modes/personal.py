@@ -1,0 +1,255 @@
+"""``personal``: P-AffMem with fixed rules, the memory that reads a person better than the encoder alone.
+
+It keeps the paper's structure (one GWR per person on the encoder's face
+code, seeded from the encoder's edits of the person's face, labelled with
+(arousal, valence), learning online from every real face) and changes the
+rules that measured badly on real people (docs/memory.md has the benchmark
+row that justifies each):
+
+* **Codes on the unit sphere.** A face code is L2-normalised before the GWR
+  sees it, so distances (and ``distance_scale``) mean the same for every
+  encoder (the PK's 50-d tanh z, the FaceChannel's 200-d features).
+* **Real faces label the memory too.** The paper's real faces move prototypes
+  but never labels, so a person's memory only ever holds the edits' targets;
+  here each real face also pulls its best match's label towards the encoder's
+  reading of that face (rate ``label_rate``), and a neuron inserted for a real
+  face starts at that reading. Each neuron's label becomes a running mean of
+  how the encoder reads *this person's* faces near it: the memory is a
+  person-specific, denoised regression from face code to affect.
+* **Read-out over the neighbourhood.** Instead of the best-matching neuron's
+  label (one prototype, sticky), the activity-weighted mean of the labels of
+  the ``k`` best-matching neurons.
+* **Temporal coherence.** Expressions last many frames; a frame's reading
+  jitters with the camera. The reading follows the memory's per-frame reading
+  slowly while it only jitters and at once when it jumps (an adaptive,
+  one-euro-style filter; ``settle``, ``follow``), as the seed Affective Memory
+  reads a temporally correlated value.
+* **Personal calibration.** What a person's face looks like at rest is
+  personal: some resting faces read sad, others friendly. The memory keeps the
+  readings of the person's recent frames and estimates their rest reading as a
+  low quantile (``rest_quantile``) of them (the first ones are the encoder's
+  readings while the memory seeds: the first impression); the output is
+  reported relative to it (rest maps to the population's neutral, (0, 0)),
+  with the shift bounded by ``max_offset`` so a person who smiles all the
+  time still reads positive.
+
+The rules are a frozen :class:`PersonalRules`; the benchmark builds variants
+with some rules switched back to the paper's to measure each one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..memory import GrowingWhenRequired, GWRConfig
+from ..memory.persistence import MemoryFileError, gwr_from_state, gwr_metadata, gwr_state
+from .base import Face, MemoryPlane, MemorySettings, MemoryStateError, MemorySummary, PersonMemory, Reading, clip_av
+from .paper import check_av_config
+
+#: Readings kept for the rest estimate: about 30 s at 30 fps.
+HISTORY = 900
+#: The population's neutral reading (DiffusionFER's neutral faces average (0.01, -0.02)).
+REST_PRIOR = np.zeros(2, np.float32)
+
+
+@dataclass(frozen=True)
+class PersonalRules:
+    """The rules that differ from the paper's; each can be switched back for an ablation."""
+
+    #: Real faces pull their best match's label towards the encoder's reading (False: the paper's rule).
+    real_labels: bool = True
+    #: Rate of that pull, and of the edits' (the GWR's labelling factor gamma; the paper's is 0.4).
+    label_rate: float = 0.2
+    #: Neurons read out: the activity-weighted mean of the k best matches (1: the paper's best match).
+    readout_k: int = 5
+    #: Report relative to the person's rest reading (False: no calibration).
+    calibrate: bool = True
+    #: The quantile of the recent readings taken as the person's rest.
+    rest_quantile: float = 0.35
+    #: Largest shift calibration may apply to either dimension.
+    max_offset: float = 0.3
+    #: L2-normalise codes (False: the raw code, as the paper).
+    unit_codes: bool = True
+    #: Learn the encoder's edits of the person's face (False: no seeding at all).
+    use_edits: bool = True
+    #: Activity distance scale for unit codes: a = exp(-d / unit_scale) (``distance_scale`` is the raw codes').
+    unit_scale: float = 0.25
+    #: Temporal coherence: the reading follows the memory's per-frame reading with an adaptive rate, slowly
+    #: (time constant ``settle`` seconds) while it only jitters, at once when it jumps by ``follow`` or more
+    #: (a one-euro-style filter). 0 switches it off.
+    settle: float = 0.1
+    follow: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.label_rate <= 1.0 and 1 <= self.readout_k <= 64 and 0.0 <= self.rest_quantile <= 1.0
+                and 0.0 <= self.max_offset <= 1.0 and 0.0 < self.unit_scale <= 10.0 and 0.0 <= self.settle <= 10.0
+                and 0.0 < self.follow <= 2.0):
+            raise ValueError(f"invalid PersonalRules: {self}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PersonalRules:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise ValueError(f"not PersonalRules: {text[:200]}")
+        return cls(**data)
+
+
+class PersonalMemory(PersonMemory):
+    mode = "personal"
+    uses_edits = True
+
+    def __init__(self, net: GrowingWhenRequired, rules: PersonalRules, edits_total: int, edits_done: int = 0,
+                 history: np.ndarray | None = None) -> None:
+        self.net = net
+        self.rules = rules
+        self.edits_total = edits_total
+        self.edits_done = edits_done
+        self._history = np.zeros((HISTORY, 2), np.float32)
+        self._count = 0  # readings ever kept (the ring holds the last HISTORY)
+        if history is not None and len(history):
+            n = min(len(history), HISTORY)
+            self._history[:n] = history[-n:]
+            self._count = n
+        self._smooth: np.ndarray | None = None  # the filtered reading and the time of its last update
+        self._smooth_time = 0.0
+
+    @classmethod
+    def create(cls, settings: MemorySettings, code_dim: int, can_edit: bool = True,
+               rules: PersonalRules | None = None) -> PersonalMemory:
+        rules = rules or PersonalRules()
+        config = GWRConfig(dim=code_dim, activity_threshold=settings.activity_threshold,
+                           habituation_threshold=settings.habituation_threshold, max_neurons=settings.max_neurons,
+                           distance_scale=rules.unit_scale if rules.unit_codes else settings.distance_scale,
+                           label_factor=rules.label_rate)
+        edits = settings.init_frames * settings.edits_per_frame if rules.use_edits and can_edit else 0
+        return cls(GrowingWhenRequired(config), rules, edits)
+
+    # ------------------------------------------------------------ learning
+    def _x(self, code: np.ndarray) -> np.ndarray:
+        x = np.asarray(code, np.float32).reshape(-1)
+        if self.rules.unit_codes:
+            x = x / max(float(np.linalg.norm(x)), 1e-6)
+        return x
+
+    @property
+    def edits_wanted(self) -> int:
+        return max(self.edits_total - self.edits_done, 0)
+
+    def seed(self, codes: np.ndarray, targets: np.ndarray) -> None:
+        xs = np.asarray(codes, np.float32)
+        if self.rules.unit_codes:
+            xs = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-6)
+        self.net.learn_batch(xs, np.clip(targets, -1.0, 1.0))
+        self.edits_done += len(codes)
+
+    @property
+    def ready(self) -> bool:
+        return self.edits_wanted == 0 and len(self.net) >= 2
+
+    def learn(self, face: Face) -> None:
+        av = np.clip(np.asarray(face.av, np.float32), -1.0, 1.0)
+        ready = self.ready  # while seeding, the labels are the edits' targets: keep the encoder's reading instead
+        self.net.learn(self._x(face.code), av if self.rules.real_labels else None)
+        if self.rules.calibrate:
+            self._keep(self._raw(face) if ready else av)
+
+    def _keep(self, reading: np.ndarray) -> None:
+        self._history[self._count % HISTORY] = reading
+        self._count += 1
+
+    def _raw(self, face: Face) -> np.ndarray:
+        """The activity-weighted mean label of the k best-matching neurons (before calibration)."""
+        x = self._x(face.code)
+        w = self.net.weights
+        d = np.sqrt(np.maximum(((w - x) ** 2).sum(axis=1), 0.0))
+        k = min(self.rules.readout_k, len(d))
+        best = np.argpartition(d, k - 1)[:k] if k < len(d) else np.arange(len(d))
+        activity = np.exp(-d[best] / self.net.config.distance_scale)
+        weights = activity / max(float(activity.sum()), 1e-12)
+        return (weights[:, None] * self.net.labels[best]).sum(axis=0).astype(np.float32)
+
+    def offset(self) -> np.ndarray:
+        """The calibration shift: (the person's rest reading - the population's neutral), bounded."""
+        if not self.rules.calibrate or self._count == 0:
+            return np.zeros(2, np.float32)
+        held = self._history[: min(self._count, HISTORY)]
+        rest = np.quantile(held, self.rules.rest_quantile, axis=0)
+        return np.clip(rest - REST_PRIOR, -self.rules.max_offset, self.rules.max_offset).astype(np.float32)
+
+    def recall(self, face: Face) -> Reading:
+        a, v = clip_av(self._coherent(self._raw(face) - self.offset(), face.time))
+        return Reading(a, v, float(np.exp(-self._nearest(face) / self.net.config.distance_scale)))
+
+    def _coherent(self, reading: np.ndarray, t: float) -> np.ndarray:
+        """Adaptive smoothing over time: slow while the reading jitters, immediate when it jumps."""
+        rules = self.rules
+        dt = t - self._smooth_time
+        if rules.settle <= 0 or self._smooth is None or not 0.0 < dt <= 1.0:  # first, or after a gap: start over
+            self._smooth, self._smooth_time = reading.astype(np.float32), t
+            return self._smooth
+        base = 1.0 - np.exp(-dt / rules.settle)
+        jump = np.abs(reading - self._smooth) / rules.follow
+        rate = np.clip(base + (1.0 - base) * jump, 0.0, 1.0)
+        self._smooth = (self._smooth + rate * (reading - self._smooth)).astype(np.float32)
+        self._smooth_time = t
+        return self._smooth
+
+    def _nearest(self, face: Face) -> float:
+        x = self._x(face.code)
+        return float(np.sqrt(((self.net.weights - x) ** 2).sum(axis=1).min()))
+
+    # ------------------------------------------------------------- views
+    def summary(self) -> MemorySummary:
+        mean = (self.net.mean_labels() - self.offset()) if len(self.net) else np.zeros(2, np.float32)
+        return MemorySummary(self.net.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
+
+    def plane(self) -> MemoryPlane:
+        labels = np.clip(np.asarray(self.net.labels) - self.offset(), -1.0, 1.0)
+        return MemoryPlane(labels, np.asarray(self.net.habituation), np.asarray(self.net.born))
+
+    # ------------------------------------------------------------- files
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, meta = gwr_state(self.net, "gwr.")
+        n = min(self._count, HISTORY)
+        order = (np.arange(self._count - n, self._count) % HISTORY) if n else np.zeros(0, np.int64)
+        arrays["history"] = self._history[order].copy()
+        return arrays, {**meta, "rules": self.rules.to_json(), "edits_total": self.edits_total,
+                        "edits_done": self.edits_done}
+
+    @classmethod
+    def check_meta(cls, meta: dict[str, Any], code_dim: int | None) -> None:
+        try:
+            config, _ = gwr_metadata(meta, "gwr.")
+            PersonalRules.from_json(str(meta.get("rules")))
+        except (MemoryFileError, ValueError, TypeError) as exc:
+            raise MemoryStateError(str(exc)) from None
+        check_av_config(config, code_dim)
+        total, done = meta.get("edits_total"), meta.get("edits_done")
+        if not all(type(v) is int and 0 <= v <= 10_000 * 1024 for v in (total, done)):
+            raise MemoryStateError(f"seeding progress must be whole edit counts, got {total!r} / {done!r}")
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                   code_dim: int | None) -> PersonalMemory:
+        cls.check_meta(meta, code_dim)
+        history = arrays.get("history")
+        if history is None or history.dtype != np.float32 or history.ndim != 2 or history.shape[1] != 2 \
+                or len(history) > HISTORY or not np.isfinite(history).all() or np.abs(history).max(initial=0) > 1:
+            raise MemoryStateError("corrupt reading history")
+        try:
+            net = gwr_from_state({k: v for k, v in arrays.items() if k != "history"}, meta, "gwr.")
+        except MemoryFileError as exc:
+            raise MemoryStateError(str(exc)) from None
+        if len(net) and np.abs(net.labels).max() > 1.0:
+            raise MemoryStateError("arousal/valence labels outside [-1, 1]")
+        return cls(net, PersonalRules.from_json(meta["rules"]), meta["edits_total"],
+                   min(meta["edits_done"], meta["edits_total"]), history)
