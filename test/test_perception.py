@@ -12,12 +12,12 @@ import torch
 from torchvision.ops import box_iou
 
 from affective_memory_ros.perception.align import alignment_matrices, crop_faces
+from affective_memory_ros.perception.appearance import PROBE_FRAMES, Gallery, appearance_embedding
 from affective_memory_ros.perception.blazeface import BlazeFaceDetector
 from affective_memory_ros.perception.detections import FaceDetections
 from affective_memory_ros.perception.detectors import Detector, make_detector
 from affective_memory_ros.perception.region_tracking import RegionTrackingDetector
 from affective_memory_ros.perception.tflite_graph import TFLiteGraph, import_tflite
-from affective_memory_ros.perception.appearance import PROBE_FRAMES, Gallery, appearance_embedding
 from affective_memory_ros.perception.tracking import PersonTracker
 from affective_memory_ros.person import is_valid_person_id, new_person_id
 from affective_memory_ros.video import read_image, read_video

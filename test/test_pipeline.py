@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_store import failing_writes
 
 from affective_memory_ros.modes import MemorySettings
 from affective_memory_ros.perception.appearance import PROBE_FRAMES
 from affective_memory_ros.pipeline import MIN_FRAMES_TO_KEEP, AffectPipeline, PipelineConfig
 from affective_memory_ros.store import PersonStore
 from affective_memory_ros.video import read_image, read_video
-from test_store import failing_writes
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 
 from affective_memory_ros.ros.config import NODE_CONFIGS, NodeConfig
 from affective_memory_ros.settings import add_arguments, from_arguments, infos, markdown_table
+
 from conftest import REPO
 
 
