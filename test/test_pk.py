@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from affective_memory_ros.encoders.pk import PKEncoder, default_weights_path
 from affective_memory_ros.metrics import ccc, rmse
 from affective_memory_ros.pk.checkpoint import (
     CheckpointError,
@@ -19,7 +20,6 @@ from affective_memory_ros.pk.checkpoint import (
     save_inference_model,
 )
 from affective_memory_ros.pk.data import CropSet, held_out, read_affectnet_csv, read_labels_csv
-from affective_memory_ros.encoders.pk import PKEncoder, default_weights_path
 from affective_memory_ros.pk.model import PK, PKConfig, count_parameters
 from affective_memory_ros.pk.train import Lambdas, TrainConfig, Trainer, augment
 
