@@ -311,6 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     clifer_bench.add_arguments(cl)
     cl.set_defaults(func=clifer_bench.run)
 
+    pers = sub.add_parser("bench-personal", help="does each person's memory read them better than the encoder? "
+                          "Memory modes on synthetic camera sequences of real people (JSON, Markdown)")
+    from .bench import personal as personal_bench
+
+    personal_bench.add_arguments(pers)
+    pers.set_defaults(func=personal_bench.run)
+
+    lat = sub.add_parser("bench-latency", help="the running node's latency, camera stamp to affect/av, at 30 fps "
+                                               "with one known person and with newcomers arriving (JSON)")
+    from .bench import node_latency as latency_bench
+
+    latency_bench.add_arguments(lat)
+    lat.set_defaults(func=latency_bench.run)
+
+    adv = sub.add_parser("bench-adversarial", help="repeat the reliability review's attacks against the installed "
+                         "node: crashes, hangs, memories lost, files touched outside the store (JSON, Markdown)")
+    from .bench import adversarial as adversarial_bench
+
+    adversarial_bench.add_arguments(adv)
+    adv.set_defaults(func=adversarial_bench.run)
+
     pm = sub.add_parser("plot-memory", help="draw a saved memory's neurons on the arousal/valence plane (PNG)")
     pm.add_argument("file", help="a memory file (<person_id>.safetensors)")
     pm.add_argument("--out", help="PNG path (default: <file>.png in the current folder)")
@@ -345,6 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--resume", help="training checkpoint to resume from")
     train.set_defaults(func=_train)
+
+    ef = sub.add_parser("eval-faces", help="encoders on labelled face folders: CCC/RMSE, accuracy/macro-F1, "
+                                           "smile-vs-neutral per person, beside the fer baseline (JSON, Markdown)")
+    from .bench import faces as faces_bench
+
+    faces_bench.add_arguments(ef)
+    ef.set_defaults(func=faces_bench.run)
+
+    be = sub.add_parser("bench-encoders", help="face encoders' faces/s at batch 1, 8, 64, parameters and file size "
+                                               "(JSON)")
+    from .bench import encoders as encoders_bench
+
+    encoders_bench.add_arguments(be)
+    be.set_defaults(func=encoders_bench.run)
 
     evalpk = sub.add_parser("eval-pk", help="CCC/RMSE of PK models on the held-out split; ablation table")
     _add_data_args(evalpk)

@@ -240,7 +240,7 @@ class PersonStore:
         out = {}
         for pid, path in self._files():
             try:
-                sig = _read_signature(path, self.code_dim, self.encoder)
+                sig = _read_signature(path, self.code_dim, self.encoder, pid)
             except FileNotFoundError:
                 continue
             except (PersonFileError, OSError) as exc:
@@ -483,13 +483,16 @@ def _write_marker(d: Path) -> None:
     atomic_write_bytes(d / MARKER, json.dumps(MARKER_FORMAT).encode() + b"\n", mode=0o600)
 
 
-def _read_signature(path: Path, code_dim: int | None, encoder: str | None) -> np.ndarray | None:
+def _read_signature(path: Path, code_dim: int | None, encoder: str | None,
+                    expected_id: str | None = None) -> np.ndarray | None:
     """The appearance signature of a person's file, reading only its header and that tensor.
 
     Same safety as every read: a regular file (no FIFO, no device, no symlink
     out of the store), of plausible size, with a well-formed header whose
     metadata passes every check a full load makes (the arrays are checked
-    when the person is recognised and their memory read).
+    when the person is recognised and their memory read). A file that holds
+    another person than its name (``expected_id``) says is refused here, before
+    its signature could give a face that name.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     try:
@@ -514,9 +517,12 @@ def _read_signature(path: Path, code_dim: int | None, encoder: str | None) -> np
             raise PersonFileError(f"{path}: not a person file (format {str(meta.get('format'))[:40]!r})")
         try:
             check_format(meta, PERSON_FORMAT, PERSON_FORMAT_VERSION, "person file")
-            check_person_meta(json.loads(meta["person"]), code_dim, encoder)
+            holder = check_person_meta(json.loads(meta["person"]), code_dim, encoder)[0]
         except (FileFormatError, ValueError, KeyError, TypeError) as exc:
             raise PersonFileError(f"{path}: {exc}") from None
+        if expected_id is not None and holder != expected_id:
+            raise PersonFileError(f"{path} holds the memory of {holder!r}, not {expected_id!r}: a copy under "
+                                  "another name is never used to recognise anyone")
         entry = header.get("signature")
         if entry is None:
             return None

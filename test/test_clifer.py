@@ -600,7 +600,8 @@ def test_clifer_mode_runs_in_the_pipeline_on_real_video(media_dir: Path) -> None
 
     torch.set_num_threads(2)
     frames = read_video(media_dir / "single_face.mp4", max_frames=30)
-    pipeline = AffectPipeline(PipelineConfig(device="cpu"), MemorySettings(memory_mode="clifer", edits_per_frame=48))
+    pipeline = AffectPipeline(PipelineConfig(device="cpu", encoder="pk"),
+                              MemorySettings(memory_mode="clifer", edits_per_frame=48))
     out = [pipeline.process(f, i / 30) for i, f in enumerate(frames)]
     assert not pipeline.errors
     last = out[-1][0]

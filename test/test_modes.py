@@ -156,3 +156,57 @@ def test_personal_rules_are_validated() -> None:
         PersonalRules(readout_k=0)
     with pytest.raises(ValueError):
         PersonalRules.from_json('{"readout_k": 3, "unknown": 1}')
+
+
+def test_personal_without_edits_watches_init_frames_faces_before_it_reads() -> None:
+    rng = np.random.default_rng(6)
+    centre = rng.normal(0, 1, DIM).astype(np.float32)
+    memory = PersonalMemory.create(MemorySettings(init_frames=5), DIM, can_edit=False)
+    faces = person_faces(rng, 8, False, centre)
+    readiness = []
+    for f in faces:
+        memory.learn(f)
+        readiness.append(memory.ready)
+    assert memory.edits_wanted == 0 and readiness == [False] * 5 + [True] * 3, "5 faces watched, then it reads"
+
+
+def test_personal_tells_apart_expressions_whose_codes_are_close_but_read_differently() -> None:
+    """A person whose smile barely moves the code (val person 009 of the benchmark): with the code alone both
+    expressions share neurons and the output hardly moves; with the reading appended they separate."""
+    rng = np.random.default_rng(7)
+    centre = rng.normal(0, 1, DIM).astype(np.float32)
+    centre /= np.linalg.norm(centre)
+    step = rng.normal(0, 1, DIM).astype(np.float32)
+    smile_centre = centre + 0.18 * step / np.linalg.norm(step)  # closer than the GWR's insertion distance
+    out = {}
+    for weight in (0.0, 1.0):
+        memory = PersonalMemory.create(MemorySettings(init_frames=5), DIM, can_edit=False,
+                                       rules=PersonalRules(affect_weight=weight))
+        rows = []
+        for seg in range(8):
+            smile = seg % 2 == 1
+            for i in range(15):
+                code = (smile_centre if smile else centre) + rng.normal(0, 0.005, DIM)
+                f = face(code, (0.1, (0.6 if smile else 0.3) + rng.normal(0, 0.01)), seg * 0.5 + i / 30)
+                memory.learn(f)
+                if memory.ready and seg > 0:
+                    rows.append((smile, memory.recall(f).valence))
+        s = np.array([v for smile, v in rows if smile])
+        n = np.array([v for smile, v in rows if not smile])
+        out[weight] = s.mean() - n.mean()
+    assert out[1.0] > 0.1 and out[1.0] > 3 * out[0.0], out
+
+
+def test_personal_rest_follows_the_first_neutral_face_after_a_smiling_first_impression() -> None:
+    rng = np.random.default_rng(8)
+    centre = rng.normal(0, 1, DIM).astype(np.float32)
+    smile_centre = centre + rng.normal(0, 0.6, DIM).astype(np.float32)
+    memory = PersonalMemory.create(MemorySettings(init_frames=5), DIM, can_edit=False)
+    for f in person_faces(rng, 25, True, smile_centre):
+        memory.learn(f)
+    assert memory.offset()[1] == pytest.approx(0.3), "a smiling first impression: the shift is bounded"
+    neutral = person_faces(rng, 15, False, centre, t0=1.0)
+    for f in neutral:
+        memory.learn(f)
+    assert abs(memory.offset()[1]) < 0.1, "the neutral face, once established, is the rest"
+    assert abs(memory.recall(neutral[-1]).valence) < 0.15

@@ -267,7 +267,7 @@ def _hostile_store(store: Path) -> dict[str, Path]:
     with traps["hugee"].open("wb") as handle:
         handle.truncate(64 << 30)
     rng = np.random.default_rng(0)
-    memory = make_memory(MemorySettings(init_frames=1, edits_per_frame=20), 50)
+    memory = make_memory(MemorySettings(memory_mode="paper", init_frames=1, edits_per_frame=20), 50)
     memory.seed(rng.normal(size=(20, 50)).astype(np.float32), rng.uniform(-1, 1, (20, 2)).astype(np.float32))
     sig = rng.normal(size=(1, SIGNATURE_DIM)).astype(np.float32)
     sig /= np.linalg.norm(sig)

@@ -110,23 +110,34 @@ def test_cli_bench_perception_prints_json(media_dir: Path) -> None:
 
 
 #: The package's layers, lowest first: a module may import from its own layer and those below, never above.
+#: An entry is a top-level module or subpackage, or a dotted module inside one (``pk.train``), which then
+#: has its own place: a model's architecture and files (``pk``) sit below the encoders that load them, the
+#: tools that train and measure it on face sets (``pk.train``, ``facesets``) above them.
 LAYERS: list[tuple[str, ...]] = [
     ("atomic_io", "file_format", "metrics", "settings", "splits", "expressions", "image_encoding", "video"),
     ("memory", "perception", "pk", "facechannel"),
     ("encoders", "modes"),
+    ("facesets", "pk.data", "pk.train", "pk.evaluate", "pk.recipe", "facechannel.train"),
     ("person",),
     ("store",),
     ("pipeline", "recordings", "evaluation", "visualize"),
     ("cli", "ros", "bench"),
 ]
+#: The training and measuring layer: the product (everything but cli and bench) never imports it.
+TRAINING = LAYERS[3]
+
+
+def _unit_of(module: str) -> str:
+    """The LAYERS entry a module belongs to: the longest entry that is the module or a dotted prefix of it."""
+    units = [u for names in LAYERS for u in names if module == u or module.startswith(u + ".")]
+    if not units:
+        raise AssertionError(f"module {module} is in no layer: add it to LAYERS")
+    return max(units, key=len)
 
 
 def _layer_of(module: str) -> int:
-    top = module.split(".")[0]
-    for i, names in enumerate(LAYERS):
-        if top in names:
-            return i
-    raise AssertionError(f"module {module} is in no layer: add it to LAYERS")
+    unit = _unit_of(module)
+    return next(i for i, names in enumerate(LAYERS) if unit in names)
 
 
 def _package_imports() -> dict[str, set[str]]:
@@ -153,7 +164,8 @@ def _package_imports() -> dict[str, set[str]]:
                     found.add(target)
             elif isinstance(node, ast.Import):
                 found |= {a.name.removeprefix("affective_memory_ros.") for a in node.names
-                          if a.name.startswith("affective_memory_ros.")}
+                          if a.name.startswith("affective_memory_ros.")
+                          and a.name.split(".")[1] not in ("msg", "srv")}
         graph[name] = found
     return graph
 
@@ -170,13 +182,30 @@ def test_the_product_never_imports_measurement() -> None:
     assert not offenders, offenders
 
 
+def test_the_product_never_imports_training() -> None:
+    offenders = [f"{m} -> {t}" for m, targets in _package_imports().items() for t in targets
+                 if _unit_of(t) in TRAINING and m.split(".")[0] not in ("bench", "cli")
+                 and _unit_of(m) not in TRAINING]
+    assert not offenders, offenders
+
+
+def test_layer_units_resolve_dotted_modules_first() -> None:
+    assert _unit_of("pk.model") == "pk" and _layer_of("pk.model") == 1
+    assert _unit_of("pk.train") == "pk.train" and _layer_of("pk.train") == 3
+    assert _unit_of("facechannel.train") == "facechannel.train" and _unit_of("facechannel") == "facechannel"
+    assert _layer_of("encoders.pk") == 2
+    with pytest.raises(AssertionError, match="no layer"):
+        _unit_of("pkx.train")
+
+
 def test_no_import_cycles_between_subpackages() -> None:
+    """Between the LAYERS units (subpackages, and the dotted modules that have a layer of their own)."""
     import graphlib
 
     edges: dict[str, set[str]] = {}
     for m, targets in _package_imports().items():
-        top = m.split(".")[0]
-        edges.setdefault(top, set()).update(t.split(".")[0] for t in targets if t.split(".")[0] != top)
+        unit = _unit_of(m)
+        edges.setdefault(unit, set()).update(_unit_of(t) for t in targets if _unit_of(t) != unit)
     graphlib.TopologicalSorter(edges).prepare()  # raises CycleError on a cycle
 
 

@@ -26,9 +26,11 @@ def other(media_dir: Path) -> list[np.ndarray]:
     return read_video(media_dir / "single_face.mp4", max_frames=20)
 
 
-def fast(init_frames: int = 6, edits_per_frame: int = 16, **kw: object) -> dict[str, object]:
+def fast(init_frames: int = 6, edits_per_frame: int = 16, mode: str = "paper", **kw: object) -> dict[str, object]:
+    """P-AffMem with the PK (seeding from edits, what most tests here are about), seeding shortened."""
+    kw.setdefault("encoder", "pk")
     return {"config": PipelineConfig(device="cpu", **kw),  # type: ignore[arg-type]
-            "memory": MemorySettings(init_frames=init_frames, edits_per_frame=edits_per_frame)}
+            "memory": MemorySettings(memory_mode=mode, init_frames=init_frames, edits_per_frame=edits_per_frame)}
 
 
 def run(pipeline: AffectPipeline, frames: list[np.ndarray], t0: float = 0.0) -> list[list]:

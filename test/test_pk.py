@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -13,15 +14,24 @@ import pytest
 import torch
 
 from affective_memory_ros.encoders.pk import PKEncoder, default_weights_path
+from affective_memory_ros.expressions import EXPRESSIONS, expression_index
 from affective_memory_ros.metrics import ccc, rmse
 from affective_memory_ros.pk.checkpoint import (
     CheckpointError,
     load_inference_model,
     save_inference_model,
 )
-from affective_memory_ros.pk.data import CropSet, held_out, read_affectnet_csv, read_labels_csv
+from affective_memory_ros.pk.data import (
+    CropSet,
+    held_out,
+    load_cropset,
+    person_pairs,
+    read_affectnet_csv,
+    read_labels_csv,
+    save_cropset,
+)
 from affective_memory_ros.pk.model import PK, PKConfig, count_parameters
-from affective_memory_ros.pk.train import Lambdas, TrainConfig, Trainer, augment
+from affective_memory_ros.pk.train import Lambdas, RealPairs, TrainConfig, Trainer, augment
 
 
 def tiny(**kw: object) -> PKConfig:
@@ -218,6 +228,8 @@ def test_default_model_loads_and_gives_finite_outputs(media_dir: Path) -> None:
     z, av = enc.code, enc.av
     assert z.shape == (5, 50) and av.shape == (5, 2) and enc.probs.shape == (5, 8)
     assert np.isfinite(z).all() and np.isfinite(av).all() and np.abs(av).max() <= 1
+    assert pk.has_classes and np.isfinite(enc.probs).all()
+    np.testing.assert_allclose(enc.probs.sum(axis=1), 1.0, atol=1e-5)
     edits = pk.edit_images(crops[:1], np.array([[-1, -1], [0, 0], [1, 1]], np.float32))
     assert edits.shape == (1, 3, 96, 96, 3) and edits.dtype == np.uint8
 
@@ -244,3 +256,210 @@ def test_ddp_with_two_processes_matches_one_process(tmp_path: Path) -> None:
     one, two = np.load(tmp_path / "single.npy"), np.load(tmp_path / "ddp.npy")
     assert one.shape == two.shape == (4,)
     np.testing.assert_allclose(two, one, rtol=2e-3, atol=2e-4)
+
+
+# --------------------------------------------------------------------------- categorical head and real pairs
+NEUTRAL, HAPPY = expression_index("neutral"), expression_index("happy")
+
+
+def pair_data(people: int = 4, singles: int = 8, seed: int = 0) -> CropSet:
+    """Singles with A/V and a class, then ``people`` persons photographed neutral and smiling (no A/V).
+    A person's smile is their neutral photo with a brighter lower half: a small, consistent edit."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (singles + people, 4, 4, 3)).astype(np.uint8)
+    faces = np.stack([cv2.resize(c, (96, 96), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    smiles = faces[singles:].copy()
+    smiles[:, 56:] = np.clip(smiles[:, 56:].astype(np.int64) + 40, 0, 255).astype(np.uint8)
+    crops = np.concatenate([faces[:singles], np.stack([faces[singles:], smiles], 1).reshape(-1, 96, 96, 3)])
+    labels = np.full((singles + 2 * people, 2), np.nan, np.float32)
+    labels[:singles] = rng.uniform(-1, 1, (singles, 2))
+    classes = np.concatenate([rng.integers(0, 7, singles), np.tile([NEUTRAL, HAPPY], people)])
+    groups = [f"face{i}" for i in range(singles)] + [f"person{i // 2}" for i in range(2 * people)]
+    return CropSet(crops, labels, groups, ["synthetic"] * len(crops), {}, classes)
+
+
+def test_categorical_head_shape_and_probabilities() -> None:
+    model = PK(tiny(num_classes=8))
+    z = model.encoder(torch.rand(3, 3, 96, 96) * 2 - 1)
+    assert model.classifier is not None and model.classifier(z).shape == (3, 8)
+    assert PK(tiny()).classifier is None, "no head unless asked: files before it existed have none"
+    # The head is built last: every other part starts from the same weights with or without it.
+    torch.manual_seed(5)
+    a = PK(tiny()).state_dict()
+    torch.manual_seed(5)
+    b = PK(tiny(num_classes=8)).state_dict()
+    assert all(torch.equal(v, b[k]) for k, v in a.items())
+    with pytest.raises(ValueError):
+        PKConfig(num_classes=-1)
+
+
+def test_class_loss_is_wired_only_with_a_head() -> None:
+    data = pair_data()
+    with_head = Trainer(TrainConfig(model=tiny(num_classes=8), device="cpu", batch_size=8, out_dir="/tmp/unused"),
+                        data)
+    x, y = next(with_head.batches(0))
+    logs = with_head.train_step(x, y, torch.Generator().manual_seed(0), with_head.c[:8])
+    assert np.isfinite(logs["cls"]) and logs["cls"] == pytest.approx(np.log(8), rel=0.05)  # uniform at start
+    before = with_head.model.classifier.net[0].weight.detach().clone()
+    with_head.train_step(x, y, torch.Generator().manual_seed(0), with_head.c[:8])
+    assert not torch.equal(before, with_head.model.classifier.net[0].weight), "C is in the optimiser"
+    without = Trainer(TrainConfig(model=tiny(), device="cpu", batch_size=8, out_dir="/tmp/unused"), data)
+    assert "cls" not in without.train_step(x, y, torch.Generator().manual_seed(0), without.c[:8])
+    # Unknown classes (-1) take no part: a batch without any known class gives a zero loss.
+    logs = with_head.train_step(x, y, torch.Generator().manual_seed(0), torch.full((8,), -1))
+    assert logs["cls"] == 0.0
+
+
+def test_person_pairs_and_cropset_classes_round_trip(tmp_path: Path) -> None:
+    data = pair_data(people=3, singles=4)
+    pairs = person_pairs(data)
+    assert pairs.shape == (3, 2)
+    assert (data.classes[pairs[:, 0]] == NEUTRAL).all() and (data.classes[pairs[:, 1]] == HAPPY).all()
+    assert all(data.groups[a] == data.groups[b] for a, b in pairs)
+    save_cropset(tmp_path / "c.npz", data)
+    again = load_cropset(tmp_path / "c.npz")
+    np.testing.assert_array_equal(again.classes, data.classes)
+    assert (CropSet(data.crops[:2], data.labels[:2], ["a", "b"], ["s", "s"]).classes == -1).all()
+
+
+@pytest.mark.parametrize(("loss", "mode"), [("pair_v", "rank"), ("pair_v", "pair"), ("pair_v", "class"),
+                                            ("pair_img", "none"), ("pair_code", "none")])
+def test_each_pair_loss_is_reduced_by_its_own_gradient(loss: str, mode: str) -> None:
+    """Each real-pair loss, trained alone (every other weight 0) on a tiny batch of 4 persons, falls by more
+    than 15 %. The code-space edit loss reads G's edits through E, so E is first given a code worth
+    matching (a few reconstruction steps), as the edit-consistency test does with D_em. Width 16: at
+    width 8 (two channels before G's output) whether G leaves its flat start within a few dozen steps
+    depends on the draw."""
+    torch.manual_seed(0)
+    zero = Lambdas(rec=0.0, em=0.0, z=0.0, img=0.0, iden=0.0)
+    real = RealPairs(pairs_per_step=4, valence=mode, valence_weight=1.0 if loss == "pair_v" else 0.0,
+                     neutral_valence=0.0, happy_valence=0.5, edit_image_weight=1.0 if loss == "pair_img" else 0.0,
+                     edit_code_weight=1.0 if loss == "pair_code" else 0.0)
+    cfg = TrainConfig(model=PKConfig(width=16, use_prior=False, use_real=False, num_classes=8), device="cpu",
+                      batch_size=8, lambdas=zero, edit_weight=0.0, class_weight=0.0, lr=1e-3, out_dir="/tmp/unused",
+                      real=real)
+    trainer = Trainer(cfg, pair_data())
+    x, y = next(trainer.batches(0))
+    pairs = trainer.pair_batch()
+    assert pairs is not None and pairs.shape == (4, 6, 96, 96)
+    if loss == "pair_code":
+        warm = Trainer(dataclasses.replace(cfg, lambdas=Lambdas(rec=1.0, em=0.0, z=0.0, img=0.0, iden=0.0),
+                                           real=RealPairs()), pair_data())
+        for _ in range(30):
+            warm.train_step(x, y, torch.Generator().manual_seed(0))
+        trainer.model.load_state_dict(warm.model.state_dict())
+    history = [trainer.train_step(x, y, torch.Generator().manual_seed(0), None, pairs)[loss] for _ in range(80)]
+    first, last = np.mean(history[:3]), np.mean(history[-5:])
+    assert last < 0.85 * first, f"{loss}/{mode}: {first:.5f} -> {last:.5f}"
+
+
+def test_pair_losses_are_logged_and_pairs_share_one_augmentation() -> None:
+    trainer = Trainer(TrainConfig(model=tiny(num_classes=8), device="cpu", batch_size=8, out_dir="/tmp/unused",
+                                  real=RealPairs(pairs_per_step=2)), pair_data())
+    x, y = next(trainer.batches(0))
+    logs = trainer.train_step(x, y, torch.Generator().manual_seed(0), trainer.c[:8], trainer.pair_batch())
+    assert {"cls", "pair_v", "pair_dv", "pair_img", "pair_code"} <= set(logs)
+    same = torch.cat([x[:3], x[:3]], dim=1)
+    out = augment(same, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out[:, :3], out[:, 3:])
+    with pytest.raises(ValueError, match="pairs per step"):
+        Trainer(TrainConfig(model=tiny(), device="cpu", batch_size=8, out_dir="/tmp/unused",
+                            real=RealPairs(pairs_per_step=9)), pair_data())
+    with pytest.raises(ValueError, match="valence"):
+        RealPairs(valence="bogus")
+
+
+def test_head_is_exported_and_files_without_it_still_load(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from affective_memory_ros.pk.checkpoint import load_weights
+
+    model = PK(tiny(num_classes=8))
+    path = save_inference_model(tmp_path / "new.safetensors", model, {})
+    enc = PKEncoder(path, device="cpu")
+    crops = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    out = enc.encode(crops)
+    assert enc.has_classes and np.isfinite(out.probs).all()
+    np.testing.assert_allclose(out.probs.sum(axis=1), 1.0, atol=1e-5)
+    # A version-1 file, as written before the head existed: no classifier tensors, no num_classes in the config.
+    old = PK(tiny())
+    state = {k: v.half().contiguous() for k, v in old.state_dict().items() if k.split(".")[0] in
+             ("encoder", "generator", "emotion")}
+    v1 = tmp_path / "v1.safetensors"
+    save_file(state, v1, metadata={"format": "affective_memory_ros.pk", "format_version": "1",
+                                   "config": json.dumps({"use_em": True, "use_prior": True, "use_real": True,
+                                                         "width": 8, "z_dim": 50}), "provenance": "{}"})
+    old_enc = PKEncoder(v1, device="cpu")
+    got = old_enc.encode(crops)
+    assert not old_enc.has_classes and got.probs.shape == (3, 8) and np.isnan(got.probs).all()
+    assert np.isfinite(got.av).all()
+    # Fine-tuning from an old file: what it has is loaded, the head and discriminators start fresh.
+    fresh = PK(tiny(num_classes=8))
+    assert load_weights(v1, fresh) == ["emotion", "encoder", "generator"]
+    torch.testing.assert_close(fresh.encoder.fc.weight, load_file(v1)["encoder.fc.weight"].float())
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_weights(path, PK(PKConfig(width=16, num_classes=8)))
+    # A newer version is refused with a clear message.
+    newer = tmp_path / "v99.safetensors"
+    save_file(state, newer, metadata={"format": "affective_memory_ros.pk", "format_version": "99",
+                                      "config": "{}", "provenance": "{}"})
+    with pytest.raises(CheckpointError, match="newer"):
+        load_inference_model(newer)
+
+
+def test_post_trained_head_leaves_e_g_and_d_em_as_they_were() -> None:
+    from affective_memory_ros.pk.train import HeadConfig, post_train_classifier
+
+    torch.manual_seed(0)
+    model = PK(tiny(num_classes=8))
+    data = pair_data(people=4, singles=8)
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("classifier")}
+    head_before = model.classifier.net[0].weight.detach().clone()
+    losses = post_train_classifier(model, data, HeadConfig(epochs=100, lr=1e-2))
+    assert len(losses) == 100 and losses[-1] < 0.9 * losses[0]  # measured: 2.08 -> 1.61
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items()), "only C may change"
+    assert not torch.equal(head_before, model.classifier.net[0].weight)
+    with pytest.raises(ValueError, match="no categorical head"):
+        post_train_classifier(PK(tiny()), data)
+    with pytest.raises(ValueError, match="no face with an expression label"):
+        post_train_classifier(model, CropSet(data.crops[:2], data.labels[:2], ["a", "b"], ["s", "s"]))
+
+
+def test_add_head_keeps_the_files_weights_and_records_what_it_learned_from(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from affective_memory_ros.pk.recipe import add_head
+    from affective_memory_ros.pk.train import HeadConfig
+
+    old = PK(tiny())
+    path = save_inference_model(tmp_path / "old.safetensors", old, {"trained_on": "synthetic"})
+    model, provenance = add_head(str(path), pair_data(), HeadConfig(epochs=3))
+    assert model.classifier is not None and provenance["trained_on"] == "synthetic"
+    assert provenance["classifier"]["parts_kept"] == ["emotion", "encoder", "generator"]
+    assert provenance["classifier"]["faces_per_class"]["neutral"] >= 4
+    new = save_inference_model(tmp_path / "new.safetensors", model, provenance)
+    a, b = load_file(path), load_file(new)
+    assert set(b) - set(a) == {k for k in b if k.startswith("classifier.")} and set(a) <= set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a), "E, G and D_em are copied bit for bit"
+    assert PKEncoder(new, device="cpu").has_classes
+    assert PKConfig.from_json(json.dumps({"width": 8, "z_dim": 50})).num_classes == 0  # files before the head
+    with pytest.raises(ValueError, match="already has a categorical head"):
+        add_head(str(new), pair_data(), HeadConfig(epochs=1))
+
+
+def test_shipped_model_records_its_chain_and_trained_on_the_train_split_only() -> None:
+    """The shipped PK: E, G, D_em of `affective-memory train`, a post-trained head, then the real-face stage
+    (scripts/train_default_pk.sh); the head and the real-face stage saw only the train split."""
+    _, provenance = load_inference_model(default_weights_path())
+    data = provenance["data"]
+    assert data["split"] == "affective_memory_ros.splits (train only)" and not data["dev_fold"]
+    assert data["train"]["london_frl"] == {"faces": 82, "people": 41, "with_av": 0, "with_class": 82}
+    assert provenance["train_config"]["real"]["pairs_per_step"] == 8 and provenance["steps"] == 60
+    head = provenance["stage1"]["provenance"]["classifier"]
+    assert head["train"]["split"] == data["split"] and not head["train"]["dev_fold"]
+    assert head["parts_kept"] == ["emotion", "encoder", "generator"] and head["classes"] == list(EXPRESSIONS)
+    base = provenance["stage1"]["provenance"]["train_config"]
+    assert base["max_steps"] == 400 and base["seed"] == 0

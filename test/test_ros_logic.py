@@ -286,3 +286,20 @@ def test_settings_read_in_on_configure_change_only_while_unconfigured() -> None:
         refused.reason
     assert check([p(name="save_on_shutdown"), p(name="diagnostics_drop_warn")]).successful, "run-time settings"
     assert check([p(name="diagnostic_updater.period")]).successful, "not ours to refuse"
+
+
+def test_a_run_time_change_must_keep_the_config_valid_as_a_whole() -> None:
+    """At start, diagnostics_drop_error below diagnostics_drop_warn is refused; a run-time set of the same
+    value must be refused too (found by the adversarial run), while a consistent change passes."""
+    from affective_memory_ros.ros.config import NODE_CONFIGS
+    from affective_memory_ros.ros.parameters import refuse_while_configured
+    from affective_memory_ros.settings import infos
+
+    values = {i.name: i.default for ct in NODE_CONFIGS for i in infos(ct)}
+    check = refuse_while_configured(lambda: False, values.__getitem__)
+    p = SimpleNamespace
+    refused = check([p(name="diagnostics_drop_error", value=0.1)])
+    assert not refused.successful and "diagnostics_drop_error=0.1 must be at least diagnostics_drop_warn" in \
+        refused.reason
+    assert not check([p(name="diagnostics_latency_warn", value=values["diagnostics_latency_error"] + 1.0)]).successful
+    assert check([p(name="diagnostics_drop_error", value=0.1), p(name="diagnostics_drop_warn", value=0.05)]).successful

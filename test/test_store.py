@@ -31,7 +31,7 @@ CODE_DIM = 8
 def person(pid: str, rng: np.random.Generator | None = None, steps: int = 60) -> tuple[Person, np.ndarray]:
     """A person with a small, really trained paper-mode memory and a signature."""
     rng = rng or np.random.default_rng(0)
-    memory = make_memory(MemorySettings(init_frames=1, edits_per_frame=steps), CODE_DIM)
+    memory = make_memory(MemorySettings(memory_mode="paper", init_frames=1, edits_per_frame=steps), CODE_DIM)
     memory.seed(rng.normal(size=(steps, CODE_DIM)).astype(np.float32),
                 rng.uniform(-1, 1, (steps, 2)).astype(np.float32))
     sig = rng.normal(size=(2, SIGNATURE_DIM)).astype(np.float32)
@@ -181,6 +181,19 @@ def test_a_file_of_another_person_is_refused_unless_imported(store: PersonStore)
     with pytest.raises(StoreError, match="'hvrak', not 'wqnhi'"):
         store.read(path, "wqnhi")
     assert store.read(path, None).person.person_id == "hvrak"
+
+
+def test_a_copy_under_another_name_never_recognises_anyone(store: PersonStore) -> None:
+    """A person's file copied under another ID is put aside when the store is opened: its signature is never
+    enrolled, so the person's face cannot be given the copy's name (found by the adversarial run)."""
+    import shutil
+
+    p, sig = person("hvrak")
+    path = store.write(snapshot(p, sig))
+    shutil.copyfile(path, store.path_for("cmpbq"))
+    assert store.signatures().keys() == {"hvrak"}
+    assert not store.path_for("cmpbq").exists() and any("'hvrak', not 'cmpbq'" in m for _, m in store.errors)
+    assert store.read(path, "hvrak").person.person_id == "hvrak", "the original is untouched"
 
 
 def test_a_fifo_never_blocks_a_read(store: PersonStore) -> None:

@@ -20,7 +20,8 @@ from affective_memory_ros.visualize import annotate_frame, plot_memory, plot_tim
 @pytest.fixture(scope="module")
 def run_rows(media_dir: Path) -> tuple[AffectPipeline, list[dict[str, object]], list[np.ndarray]]:
     frames = read_video(media_dir / "WolfgangLanger_Pexels.mp4", max_frames=20)
-    pipeline = AffectPipeline(PipelineConfig(device="cpu"), MemorySettings(init_frames=4, edits_per_frame=12))
+    pipeline = AffectPipeline(PipelineConfig(device="cpu", encoder="pk"),
+                              MemorySettings(memory_mode="paper", init_frames=4, edits_per_frame=12))
     rows = []
     for i, frame in enumerate(frames):
         for e in pipeline.process(frame, i / 25):

@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 #: The registry: name -> "module:class".
 ENCODERS: dict[str, str] = {
     "pk": "affective_memory_ros.encoders.pk:PKEncoder",
+    "facechannel": "affective_memory_ros.encoders.facechannel:FaceChannelEncoder",
 }
-DEFAULT_ENCODER = "pk"
+#: The FaceChannel reads real faces best (docs/facechannel.md) and needs no seeding edits; the PK remains
+#: for the modes that seed from edits (``paper``, ``clifer``).
+DEFAULT_ENCODER = "facechannel"
 
 
 def make_encoder(name: str, weights: str | None = None, device: str = "auto", precision: str = "fp32") -> FaceEncoder:

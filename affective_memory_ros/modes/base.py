@@ -35,7 +35,7 @@ MODES: dict[str, str] = {
     "personal": "affective_memory_ros.modes.personal:PersonalMemory",
     "clifer": "affective_memory_ros.modes.clifer:CliferMemory",
 }
-DEFAULT_MODE = "paper"
+DEFAULT_MODE = "personal"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ class MemorySettings:
 
     memory_mode: str = setting(DEFAULT_MODE, "how each person's memory learns and reads out (docs/memory.md)",
                                choices=tuple(MODES))
-    init_frames: int = setting(25, "frames' worth of encoder edits that seed a P-AffMem memory", range=(1, 10000))
+    init_frames: int = setting(25, "frames before a new memory reads: with an encoder that edits, this many frames' "
+                               "worth of its edits seed it; without, it first watches this many faces",
+                               range=(1, 10000))
     edits_per_frame: int = setting(48, "encoder edits per seeding frame (P-AffMem modes)", range=(1, 1024))
     activity_threshold: float = setting(0.4, "GWR insertion threshold t_a (P-AffMem modes)", range=(0.0, 1.0))
     habituation_threshold: float = setting(0.2, "GWR habituation threshold t_h (P-AffMem modes)", range=(0.0, 2.0))

@@ -17,13 +17,20 @@ row that justifies each):
   how the encoder reads *this person's* faces near it: the memory is a
   person-specific, denoised regression from face code to affect.
 * **Read-out over the neighbourhood.** Instead of the best-matching neuron's
-  label (one prototype, sticky), the activity-weighted mean of the labels of
-  the ``k`` best-matching neurons.
-* **Temporal coherence.** Expressions last many frames; a frame's reading
-  jitters with the camera. The reading follows the memory's per-frame reading
-  slowly while it only jitters and at once when it jumps (an adaptive,
-  one-euro-style filter; ``settle``, ``follow``), as the seed Affective Memory
-  reads a temporally correlated value.
+  label, the activity-weighted mean of the labels of the ``k`` (2)
+  best-matching neurons: a frame between two prototypes reads between them.
+* **Slow labels.** A label moves 5 % of the way to each new reading
+  (``label_rate``), so it is the mean of the person's last few dozen readings
+  near that prototype: the frame's jitter averages out, a change of
+  expression does not (it wins another neuron at once). This is where the
+  memory reads *better* than the encoder: the same expression of the same
+  person reads the same, every frame.
+* **Optional temporal filter** (``settle``, ``follow``; off by default): an
+  adaptive, one-euro-style filter on the reading. It measured worse than the
+  memory's own averaging (a lag after each change), so it stays an ablation.
+* **Warm-up without edits.** With an encoder that cannot edit faces (the
+  FaceChannel) the memory is ready after ``init_frames`` real faces; until
+  then the encoder's estimate is published, flagged as seeding.
 * **Personal calibration.** What a person's face looks like at rest is
   personal: some resting faces read sad, others friendly. The memory keeps the
   readings of the person's recent frames and estimates their rest reading as a
@@ -53,6 +60,11 @@ from .paper import check_av_config
 
 #: Readings kept for the rest estimate: about 30 s at 30 fps.
 HISTORY = 900
+#: Frames counted towards the warm-up (a bound for the file's counter, not a limit on learning).
+MAX_FRAMES = 2**31 - 1
+#: A neuron that has won at least twice (its habituation fell to 0.49 or below) is part of the person's
+#: established repertoire; a neuron inserted for one odd frame is not.
+ESTABLISHED = 0.5
 #: The population's neutral reading (DiffusionFER's neutral faces average (0.01, -0.02)).
 REST_PRIOR = np.zeros(2, np.float32)
 
@@ -63,10 +75,11 @@ class PersonalRules:
 
     #: Real faces pull their best match's label towards the encoder's reading (False: the paper's rule).
     real_labels: bool = True
-    #: Rate of that pull, and of the edits' (the GWR's labelling factor gamma; the paper's is 0.4).
-    label_rate: float = 0.2
+    #: Rate of that pull, and of the edits' (the GWR's labelling factor gamma; the paper's is 0.4): a
+    #: neuron's label averages about the last 2 / rate readings it won, which is what denoises.
+    label_rate: float = 0.05
     #: Neurons read out: the activity-weighted mean of the k best matches (1: the paper's best match).
-    readout_k: int = 5
+    readout_k: int = 2
     #: Report relative to the person's rest reading (False: no calibration).
     calibrate: bool = True
     #: The quantile of the recent readings taken as the person's rest.
@@ -81,14 +94,24 @@ class PersonalRules:
     unit_scale: float = 0.25
     #: Temporal coherence: the reading follows the memory's per-frame reading with an adaptive rate, slowly
     #: (time constant ``settle`` seconds) while it only jitters, at once when it jumps by ``follow`` or more
-    #: (a one-euro-style filter). 0 switches it off.
-    settle: float = 0.1
+    #: (a one-euro-style filter). 0 (the default: it measured worse than none, docs/memory.md) switches it off.
+    settle: float = 0.0
     follow: float = 0.25
+    #: Weight of the encoder's (arousal, valence) reading appended to the unit code (0: the code alone, as
+    #: the paper). Two expressions of one person whose codes are close but whose readings differ then win
+    #: different neurons instead of sharing (and averaging) one label.
+    affect_weight: float = 1.0
+    #: How the rest reading is estimated: ``prototype`` (the label, nearest the population's neutral, of the
+    #: established neurons: the expression of this person that reads most neutral) or ``quantile`` (the
+    #: ``rest_quantile`` of the recent readings). Both start from the first impression; a memory seeded
+    #: from edits uses the quantile (its labels are the edits' targets, not this person's readings).
+    rest: str = "prototype"
 
     def __post_init__(self) -> None:
         if not (0.0 < self.label_rate <= 1.0 and 1 <= self.readout_k <= 64 and 0.0 <= self.rest_quantile <= 1.0
                 and 0.0 <= self.max_offset <= 1.0 and 0.0 < self.unit_scale <= 10.0 and 0.0 <= self.settle <= 10.0
-                and 0.0 < self.follow <= 2.0):
+                and 0.0 < self.follow <= 2.0 and 0.0 <= self.affect_weight <= 100.0
+                and self.rest in ("prototype", "quantile")):
             raise ValueError(f"invalid PersonalRules: {self}")
 
     def to_json(self) -> str:
@@ -108,11 +131,16 @@ class PersonalMemory(PersonMemory):
     uses_edits = True
 
     def __init__(self, net: GrowingWhenRequired, rules: PersonalRules, edits_total: int, edits_done: int = 0,
-                 history: np.ndarray | None = None) -> None:
+                 history: np.ndarray | None = None, warmup: int = 0, frames_seen: int = 0) -> None:
         self.net = net
         self.rules = rules
         self.edits_total = edits_total
         self.edits_done = edits_done
+        #: Without edits (an encoder that cannot edit, or ``use_edits`` off) the memory first watches
+        #: ``warmup`` real faces: the encoder's readings of them are the first impression the rest estimate
+        #: starts from, and the neurons have labels from more than one frame before the memory is read.
+        self.warmup = warmup
+        self.frames_seen = frames_seen
         self._history = np.zeros((HISTORY, 2), np.float32)
         self._count = 0  # readings ever kept (the ring holds the last HISTORY)
         if history is not None and len(history):
@@ -126,18 +154,23 @@ class PersonalMemory(PersonMemory):
     def create(cls, settings: MemorySettings, code_dim: int, can_edit: bool = True,
                rules: PersonalRules | None = None) -> PersonalMemory:
         rules = rules or PersonalRules()
-        config = GWRConfig(dim=code_dim, activity_threshold=settings.activity_threshold,
+        config = GWRConfig(dim=code_dim + (2 if rules.affect_weight > 0 else 0),
+                           activity_threshold=settings.activity_threshold,
                            habituation_threshold=settings.habituation_threshold, max_neurons=settings.max_neurons,
                            distance_scale=rules.unit_scale if rules.unit_codes else settings.distance_scale,
                            label_factor=rules.label_rate)
         edits = settings.init_frames * settings.edits_per_frame if rules.use_edits and can_edit else 0
-        return cls(GrowingWhenRequired(config), rules, edits)
+        return cls(GrowingWhenRequired(config), rules, edits, warmup=0 if edits else settings.init_frames)
 
     # ------------------------------------------------------------ learning
-    def _x(self, code: np.ndarray) -> np.ndarray:
+    def _x(self, code: np.ndarray, av: np.ndarray) -> np.ndarray:
+        """The GWR's input for a face: its code (on the unit sphere), then the weighted reading if any."""
         x = np.asarray(code, np.float32).reshape(-1)
         if self.rules.unit_codes:
             x = x / max(float(np.linalg.norm(x)), 1e-6)
+        if self.rules.affect_weight > 0:
+            a = np.clip(np.asarray(av, np.float32).reshape(2), -1.0, 1.0)
+            x = np.concatenate([x, self.rules.affect_weight * a])
         return x
 
     @property
@@ -148,17 +181,22 @@ class PersonalMemory(PersonMemory):
         xs = np.asarray(codes, np.float32)
         if self.rules.unit_codes:
             xs = xs / np.maximum(np.linalg.norm(xs, axis=1, keepdims=True), 1e-6)
-        self.net.learn_batch(xs, np.clip(targets, -1.0, 1.0))
+        labels = np.clip(np.asarray(targets, np.float32), -1.0, 1.0)
+        if self.rules.affect_weight > 0:  # an edit is placed at the reading it was made for
+            xs = np.concatenate([xs, self.rules.affect_weight * labels], axis=1)
+        self.net.learn_batch(xs, labels)
         self.edits_done += len(codes)
 
     @property
     def ready(self) -> bool:
-        return self.edits_wanted == 0 and len(self.net) >= 2
+        # Without edits, the first ``warmup`` faces publish the encoder's estimate, as seeding frames do.
+        return self.edits_wanted == 0 and self.frames_seen > self.warmup and len(self.net) >= 1
 
     def learn(self, face: Face) -> None:
         av = np.clip(np.asarray(face.av, np.float32), -1.0, 1.0)
         ready = self.ready  # while seeding, the labels are the edits' targets: keep the encoder's reading instead
-        self.net.learn(self._x(face.code), av if self.rules.real_labels else None)
+        self.net.learn(self._x(face.code, av), av if self.rules.real_labels else None)
+        self.frames_seen = min(self.frames_seen + 1, MAX_FRAMES)
         if self.rules.calibrate:
             self._keep(self._raw(face) if ready else av)
 
@@ -168,7 +206,7 @@ class PersonalMemory(PersonMemory):
 
     def _raw(self, face: Face) -> np.ndarray:
         """The activity-weighted mean label of the k best-matching neurons (before calibration)."""
-        x = self._x(face.code)
+        x = self._x(face.code, face.av)
         w = self.net.weights
         d = np.sqrt(np.maximum(((w - x) ** 2).sum(axis=1), 0.0))
         k = min(self.rules.readout_k, len(d))
@@ -181,8 +219,16 @@ class PersonalMemory(PersonMemory):
         """The calibration shift: (the person's rest reading - the population's neutral), bounded."""
         if not self.rules.calibrate or self._count == 0:
             return np.zeros(2, np.float32)
-        held = self._history[: min(self._count, HISTORY)]
-        rest = np.quantile(held, self.rules.rest_quantile, axis=0)
+        rest = None
+        if self.rules.rest == "prototype" and self.ready and self.edits_total == 0:
+            # (A memory seeded from edits holds the edits' targets as labels: any of them may read neutral.)
+            established = np.asarray(self.net.habituation) <= ESTABLISHED
+            if established.any():
+                labels = np.asarray(self.net.labels)[established]
+                rest = labels[int(np.argmin(((labels - REST_PRIOR) ** 2).sum(axis=1)))]
+        if rest is None:
+            held = self._history[: min(self._count, HISTORY)]
+            rest = np.quantile(held, self.rules.rest_quantile, axis=0)
         return np.clip(rest - REST_PRIOR, -self.rules.max_offset, self.rules.max_offset).astype(np.float32)
 
     def recall(self, face: Face) -> Reading:
@@ -204,7 +250,7 @@ class PersonalMemory(PersonMemory):
         return self._smooth
 
     def _nearest(self, face: Face) -> float:
-        x = self._x(face.code)
+        x = self._x(face.code, face.av)
         return float(np.sqrt(((self.net.weights - x) ** 2).sum(axis=1).min()))
 
     # ------------------------------------------------------------- views
@@ -223,19 +269,23 @@ class PersonalMemory(PersonMemory):
         order = (np.arange(self._count - n, self._count) % HISTORY) if n else np.zeros(0, np.int64)
         arrays["history"] = self._history[order].copy()
         return arrays, {**meta, "rules": self.rules.to_json(), "edits_total": self.edits_total,
-                        "edits_done": self.edits_done}
+                        "edits_done": self.edits_done, "warmup": self.warmup, "frames_seen": self.frames_seen}
 
     @classmethod
     def check_meta(cls, meta: dict[str, Any], code_dim: int | None) -> None:
         try:
             config, _ = gwr_metadata(meta, "gwr.")
-            PersonalRules.from_json(str(meta.get("rules")))
+            rules = PersonalRules.from_json(str(meta.get("rules")))
         except (MemoryFileError, ValueError, TypeError) as exc:
             raise MemoryStateError(str(exc)) from None
-        check_av_config(config, code_dim)
+        extra = 2 if rules.affect_weight > 0 else 0  # the reading appended to the code
+        check_av_config(config, None if code_dim is None else code_dim + extra)
         total, done = meta.get("edits_total"), meta.get("edits_done")
         if not all(type(v) is int and 0 <= v <= 10_000 * 1024 for v in (total, done)):
             raise MemoryStateError(f"seeding progress must be whole edit counts, got {total!r} / {done!r}")
+        warmup, seen = meta.get("warmup"), meta.get("frames_seen")
+        if not all(type(v) is int and 0 <= v <= MAX_FRAMES for v in (warmup, seen)):
+            raise MemoryStateError(f"warm-up progress must be whole frame counts, got {warmup!r} / {seen!r}")
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any],
@@ -252,4 +302,4 @@ class PersonalMemory(PersonMemory):
         if len(net) and np.abs(net.labels).max() > 1.0:
             raise MemoryStateError("arousal/valence labels outside [-1, 1]")
         return cls(net, PersonalRules.from_json(meta["rules"]), meta["edits_total"],
-                   min(meta["edits_done"], meta["edits_total"]), history)
+                   min(meta["edits_done"], meta["edits_total"]), history, meta["warmup"], meta["frames_seen"])

@@ -4,7 +4,11 @@
 * Optimiser state for resuming goes to a sibling ``*.optim.pt`` written with
   ``torch.save`` and read with ``torch.load(weights_only=True)``: tensors and
   plain containers only, never arbitrary objects.
-* The inference model keeps only E, G and D_em, in float16.
+* The inference model keeps only E, G, D_em and, where the model has one, the
+  categorical head C, in float16.
+
+Format version 2 adds the categorical head (``num_classes`` in the config);
+version 1 files (no head) are still read, and give no expression probabilities.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from .model import PK, PKConfig
 
 TRAIN_FORMAT = "affective_memory_ros.pk.train"
 INFERENCE_FORMAT = "affective_memory_ros.pk"
-FORMAT_VERSION = 1
-INFERENCE_PARTS = ("encoder", "generator", "emotion")
+#: Written by this version; every version up to it is read (1: no categorical head).
+FORMAT_VERSION = 2
+INFERENCE_PARTS = ("encoder", "generator", "emotion", "classifier")
 #: Largest PK file read (the paper-size model in float32 with discriminators is about 70 MB).
 MAX_MODEL_BYTES = 512 << 20
 
@@ -85,7 +90,7 @@ def load_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers
 
 
 def save_inference_model(path: str | os.PathLike[str], model: PK, provenance: dict[str, Any]) -> Path:
-    """E, G and D_em in float16 with config and provenance: what the node needs."""
+    """E, G, D_em (and C where present) in float16 with config and provenance: what the node needs."""
     state = {k: v.detach().cpu().half().contiguous() for k, v in model.state_dict().items()
              if k.split(".")[0] in INFERENCE_PARTS}
     meta = {"format": INFERENCE_FORMAT, "format_version": str(FORMAT_VERSION), "config": model.cfg.to_json(),
@@ -94,14 +99,16 @@ def save_inference_model(path: str | os.PathLike[str], model: PK, provenance: di
 
 
 def load_inference_model(path: str | os.PathLike[str]) -> tuple[PK, dict[str, Any]]:
-    """A PK with E, G and D_em loaded (float32) and no discriminators, plus its provenance."""
+    """A PK with E, G, D_em (and C where the file has it) loaded (float32) and no discriminators, plus its
+    provenance."""
     p = Path(path)
     data, meta = _read(p, INFERENCE_FORMAT)
     try:
         cfg = PKConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{p}: bad config: {exc}") from None
-    model = PK(PKConfig(z_dim=cfg.z_dim, width=cfg.width, use_prior=False, use_real=False, use_em=cfg.use_em))
+    model = PK(PKConfig(z_dim=cfg.z_dim, width=cfg.width, use_prior=False, use_real=False, use_em=cfg.use_em,
+                        num_classes=cfg.num_classes))
     try:
         state = {k: v.float() for k, v in st_load(data).items()}
         model.load_state_dict(state, strict=True)
@@ -110,3 +117,43 @@ def load_inference_model(path: str | os.PathLike[str]) -> tuple[PK, dict[str, An
     if not all(torch.isfinite(v).all() for v in state.values()):
         raise CheckpointError(f"{p}: weights contain NaN or infinite values")
     return model.eval(), json.loads(meta.get("provenance", "{}"))
+
+
+def load_weights(path: str | os.PathLike[str], model: PK) -> list[str]:
+    """Start ``model`` from the weights of a training checkpoint or an inference file (for fine-tuning).
+
+    Shapes must match; parts the file lacks (an inference file has no discriminators, an older file no
+    categorical head) keep their fresh initialisation. Returns the parts that were loaded.
+    """
+    p = Path(path)
+    try:
+        data, meta = _read(p, TRAIN_FORMAT)
+    except CheckpointError:
+        data, meta = _read(p, INFERENCE_FORMAT)
+    try:
+        state = {k: v.float() for k, v in st_load(data).items()}
+    except Exception as exc:
+        raise CheckpointError(f"{p}: corrupt weights: {exc}") from None
+    own = model.state_dict()
+    foreign = sorted(k for k in state if k not in own or own[k].shape != state[k].shape)
+    if foreign:
+        raise CheckpointError(f"{p}: weights do not fit this PK ({', '.join(foreign[:5])})")
+    if not all(torch.isfinite(v).all() for v in state.values()):
+        raise CheckpointError(f"{p}: weights contain NaN or infinite values")
+    model.load_state_dict(state, strict=False)
+    del meta
+    return sorted({k.split(".")[0] for k in state})
+
+
+def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The provenance recorded in a training checkpoint or an inference file."""
+    p = Path(path)
+    try:
+        _, meta = _read(p, TRAIN_FORMAT)
+    except CheckpointError:
+        _, meta = _read(p, INFERENCE_FORMAT)
+    try:
+        provenance = json.loads(meta.get("provenance", "{}"))
+    except ValueError:
+        raise CheckpointError(f"{p}: provenance is not JSON") from None
+    return provenance if isinstance(provenance, dict) else {}

@@ -12,6 +12,11 @@ convolutions (four stride 2, two stride 1); D_em two linear layers (ReLU, then
 tanh); D_prior four linear layers; D_real four 5x5 stride-2 convolutions with
 y concatenated to the input of every one, then two linear layers. ``width``
 sets the channel count (the paper's ~16M parameters is ``width=64``).
+
+Ours, on top: an optional categorical head C on z (``num_classes``, 0 = none;
+8 = :data:`~affective_memory_ros.expressions.EXPRESSIONS`), D_em's topology
+with a softmax read-out, trained with cross-entropy on faces that carry an
+expression label. Files written before it existed have no head and still load.
 """
 
 from __future__ import annotations
@@ -35,10 +40,13 @@ class PKConfig:
     use_prior: bool = True
     use_real: bool = True
     use_em: bool = True
+    #: Expression classes of the categorical head on z (0: no head, as in files before it existed).
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
-        if self.z_dim < 1 or self.width < 4 or self.width % 4:
-            raise ValueError(f"invalid PKConfig: z_dim={self.z_dim}, width={self.width} (a multiple of 4, >= 4)")
+        if self.z_dim < 1 or self.width < 4 or self.width % 4 or self.num_classes < 0:
+            raise ValueError(f"invalid PKConfig: z_dim={self.z_dim}, width={self.width} (a multiple of 4, >= 4), "
+                             f"num_classes={self.num_classes}")
 
     @property
     def name(self) -> str:
@@ -104,6 +112,17 @@ class EmotionHead(nn.Module):
         return self.net(z)
 
 
+class ClassHead(nn.Module):
+    """C: expression logits from z (D_em's topology: linear, ReLU, linear); softmax gives probabilities."""
+
+    def __init__(self, cfg: PKConfig, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.z_dim, hidden), nn.ReLU(), nn.Linear(hidden, cfg.num_classes))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
 class PriorDiscriminator(nn.Module):
     """D_prior: logit that z was drawn from the uniform prior rather than from E."""
 
@@ -149,6 +168,10 @@ class PK(nn.Module):
         self.prior = PriorDiscriminator(cfg) if cfg.use_prior else None
         self.real = RealismDiscriminator(cfg) if cfg.use_real else None
         self.apply(init_weights)
+        # Built and initialised last, so the other parts draw the same initial weights with or without it.
+        self.classifier = ClassHead(cfg) if cfg.num_classes else None
+        if self.classifier is not None:
+            self.classifier.apply(init_weights)
 
     def edit(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Faces x re-rendered to show (arousal, valence) y."""

@@ -15,6 +15,22 @@ Ours, on top (``edit_weight``, 0 switches it off): L_edit = MSE(D_em(E(G(z, y'))
 for random targets y', with E and D_em frozen in that term. It makes G's
 edits show their target (StarGAN's classification loss on fakes); without it G
 can reconstruct perfectly while ignoring y.
+
+Ours, for real faces (docs/pk.md, "Real faces"):
+
+* L_cls = cross-entropy of the categorical head C on every face with an
+  expression label (``class_weight``);
+* real pairs (:class:`RealPairs`): each step also takes ``pairs_per_step``
+  persons photographed neutral and smiling (both photos, one shared
+  augmentation) and adds
+  - a valence term for faces without an A/V number (``valence``: none, class,
+    rank or pair; the default ``pair`` anchors the neutral photo at the neutral
+    valence and asks v(smile) >= v(neutral) + margin by a squared hinge),
+  - the supervised edit in image space: L1(G(z_n, y_s), x_s) + L1(G(z_s, y_n), x_n),
+    with y_s, y_n D_em's (detached) reading of the other photo,
+  - and in code space: |E(G(z_n, y_s)) - z_s|^2 + |E(G(z_s, y_n)) - z_n|^2 with
+    E frozen in that term, so G's valence edits move z the way the person's
+    real smile does.
 """
 
 from __future__ import annotations
@@ -39,10 +55,14 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from ..expressions import expression_index
+from ..facesets import CropSet, person_pairs
 from ..metrics import ccc, rmse
-from .checkpoint import load_training_checkpoint, save_inference_model, save_training_checkpoint
-from .data import CropSet
+from .checkpoint import load_training_checkpoint, load_weights, save_inference_model, save_training_checkpoint
 from .model import PK, PKConfig
+
+NEUTRAL, HAPPY = expression_index("neutral"), expression_index("happy")
+REAL_VALENCE_MODES = ("none", "class", "rank", "pair")
 
 
 @dataclass
@@ -52,6 +72,34 @@ class Lambdas:
     iden: float = 0.3
     z: float = 0.01
     img: float = 0.01
+
+
+@dataclass
+class RealPairs:
+    """How real people photographed neutral and smiling (no A/V numbers) are trained on; 0 pairs = off."""
+
+    #: Persons (both photos) added to every step.
+    pairs_per_step: int = 0
+    #: Valence of faces without an A/V number: ``none``; ``class`` (MSE to the class targets below);
+    #: ``rank`` (squared hinge v(smile) >= v(neutral) + margin); ``pair`` (rank + neutral photo -> neutral target).
+    valence: str = "pair"
+    valence_weight: float = 1.0
+    #: Class targets: the mean valence of the A/V-labelled neutral / happy training faces (set by the recipe).
+    neutral_valence: float = 0.0
+    happy_valence: float = 0.4
+    #: Hinge margin; None = happy_valence - neutral_valence.
+    margin: float | None = None
+    #: Supervised edits between a person's two photos: image space (L1) and code space (MSE, E frozen).
+    edit_image_weight: float = 1.0
+    edit_code_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.valence not in REAL_VALENCE_MODES:
+            raise ValueError(f"valence must be one of {', '.join(REAL_VALENCE_MODES)}, not {self.valence!r}")
+
+    @property
+    def hinge_margin(self) -> float:
+        return self.happy_valence - self.neutral_valence if self.margin is None else self.margin
 
 
 @dataclass
@@ -71,6 +119,11 @@ class TrainConfig:
     max_steps: int | None = None
     iden_weights: str | None = None
     num_threads: int | None = None
+    #: Weight of the categorical head's cross-entropy (only where the model has the head).
+    class_weight: float = 1.0
+    real: RealPairs = field(default_factory=RealPairs)
+    #: Weights to start from (a training checkpoint or an inference file); parts it lacks start fresh.
+    init_from: str | None = None
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -143,14 +196,27 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.model = PK(cfg.model).to(self.device)
+        self.initialised_from: list[str] = []
+        if cfg.init_from:
+            self.initialised_from = load_weights(cfg.init_from, self.model)
         self.x = to_tensor(train.crops)
         self.y = torch.from_numpy(train.labels.astype(np.float32))
+        assert train.classes is not None
+        self.c = torch.from_numpy(np.asarray(train.classes, np.int64))
+        self.pairs = torch.from_numpy(person_pairs(train)) if cfg.real.pairs_per_step > 0 else \
+            torch.zeros((0, 2), dtype=torch.int64)
+        if cfg.real.pairs_per_step > 0 and len(self.pairs) < cfg.real.pairs_per_step:
+            raise ValueError(f"{cfg.real.pairs_per_step} pairs per step, but the training data has "
+                             f"{len(self.pairs)} persons photographed neutral and smiling")
         self.val = val
         self.provenance = provenance or {}
         m = self.model
-        self.ddp = {name: self._wrap(getattr(m, name)) for name in ("encoder", "generator", "emotion", "prior", "real")}
+        self.ddp = {name: self._wrap(getattr(m, name))
+                    for name in ("encoder", "generator", "emotion", "prior", "real", "classifier")}
         beta = tuple(cfg.betas)
         ae_params = [*m.encoder.parameters(), *m.generator.parameters(), *m.emotion.parameters()]
+        if m.classifier is not None:
+            ae_params += list(m.classifier.parameters())
         self.opt_ae = torch.optim.Adam(ae_params, lr=cfg.lr, betas=beta)
         self.opt_prior = torch.optim.Adam(m.prior.parameters(), lr=cfg.lr, betas=beta) if m.prior else None
         self.opt_real = torch.optim.Adam(m.real.parameters(), lr=cfg.lr, betas=beta) if m.real else None
@@ -160,6 +226,7 @@ class Trainer:
         # Random streams of augmentation and of each step's targets/prior samples.
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 17 + self.rank)
         self.step_gen = torch.Generator().manual_seed(cfg.seed + 29)
+        self.pair_gen = torch.Generator().manual_seed(cfg.seed + 43)
         self.out = Path(cfg.out_dir)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -176,12 +243,16 @@ class Trainer:
         return contextlib.nullcontext()
 
     # ----------------------------------------------------------------- steps
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, classes: torch.Tensor | None = None,
+                   pairs: torch.Tensor | None = None) -> dict[str, float]:
         """One optimisation step on this process's share of a global batch.
 
         ``gen`` draws the step's random targets and prior samples for the whole
         global batch; each rank takes its slice, so a DDP run sees exactly the
-        same numbers as a single process on the same global batch.
+        same numbers as a single process on the same global batch. ``classes``
+        (expression index per face, -1 unknown) feed the categorical head;
+        ``pairs`` (K, 6, 96, 96) are K persons' neutral (channels 0-2) and smiling
+        (3-5) photos for the real-pair losses.
         """
         cfg, lam, m = self.cfg, self.cfg.lambdas, self.model
         e, g, em = self.ddp["encoder"], self.ddp["generator"], self.ddp["emotion"]
@@ -194,11 +265,19 @@ class Trainer:
         x, y = x.to(self.device), y.to(self.device)
         labelled = torch.isfinite(y).all(dim=1)
         n_lab_global = self._all_sum(labelled.sum().float())
+        n = x.shape[0]
+        k = 0 if pairs is None else pairs.shape[0]
+        x_pn = x_ps = x[:0]
+        if pairs is not None and k:
+            pairs = pairs.to(self.device)
+            x_pn, x_ps = pairs[:, :3], pairs[:, 3:]
         logs: dict[str, float] = {}
 
         with self._autocast():
-            z = e(x)
-            pred = em(z)
+            # One pass of E over the batch and the pairs' photos (neutral, then smiling).
+            z_all = e(torch.cat([x, x_pn, x_ps]) if k else x)
+            pred_all = em(z_all)
+            z, pred = z_all[:n], pred_all[:n]
             y_cond = torch.where(labelled[:, None], torch.nan_to_num(y), pred.detach())
             x_rec = g(z, y_cond)
             loss_rec = (x_rec - x).abs().mean()
@@ -207,11 +286,25 @@ class Trainer:
             # D_em always learns to read z: it is the inference head. With use_em its loss
             # also shapes E (weight lambda_em); without, it reads a detached z, which is
             # the paper's post-trained reader for the ablations without D_em.
-            reader = pred if cfg.model.use_em else em(z.detach())
+            reader_all = pred_all if cfg.model.use_em else em(z_all.detach())
+            reader = reader_all[:n]
             sq = ((reader - torch.nan_to_num(y)) ** 2).sum(dim=1) * labelled
             loss_em = sq.sum() * self.world / n_lab_global.clamp(min=1)  # mean over the global labelled faces
             loss = loss + (lam.em if cfg.model.use_em else 1.0) * loss_em
             logs["em"] = loss_em.item() / self.world
+            if m.classifier is not None and cfg.class_weight > 0 and (classes is not None or k):
+                c = classes.to(self.device) if classes is not None else torch.full((n,), -1, device=self.device)
+                if k:
+                    c = torch.cat([c, torch.full((k,), NEUTRAL, device=self.device),
+                                   torch.full((k,), HAPPY, device=self.device)])
+                known = c >= 0
+                n_known = self._all_sum(known.sum().float())
+                ce = F.cross_entropy(self.ddp["classifier"](z_all).float(), c.clamp(min=0), reduction="none")
+                loss_cls = (ce * known).sum() * self.world / n_known.clamp(min=1)
+                loss = loss + cfg.class_weight * loss_cls
+                logs["cls"] = loss_cls.item() / self.world
+            if k:
+                loss = loss + self._pair_losses(z_all[n:], pred_all[n:], reader_all[n:, 1], x_pn, x_ps, logs)
             # In the autoencoder's step the discriminators (and, for L_edit, E and D_em)
             # are frozen and called unwrapped: no gradient reaches their parameters,
             # so DDP has nothing to synchronise for them here.
@@ -269,6 +362,41 @@ class Trainer:
         self.step += 1
         return logs
 
+    def _pair_losses(self, z_p: torch.Tensor, read_p: torch.Tensor, valence_p: torch.Tensor, x_pn: torch.Tensor,
+                     x_ps: torch.Tensor, logs: dict[str, float]) -> torch.Tensor:
+        """The real-pair terms (module docstring) for K persons: z_p, read_p, valence_p hold the K neutral
+        photos' codes / D_em readings / valence (as trained) first, then the K smiling photos'."""
+        rc, m, g = self.cfg.real, self.model, self.ddp["generator"]
+        k = x_pn.shape[0]
+        total = z_p.new_zeros(())
+        v_n, v_s = valence_p[:k], valence_p[k:]
+        if rc.valence != "none" and rc.valence_weight > 0:
+            if rc.valence == "class":
+                loss_v = ((v_n - rc.neutral_valence) ** 2 + (v_s - rc.happy_valence) ** 2).mean()
+            else:
+                loss_v = F.relu(rc.hinge_margin - (v_s - v_n)).pow(2).mean()
+                if rc.valence == "pair":
+                    loss_v = loss_v + ((v_n - rc.neutral_valence) ** 2).mean()
+            total = total + rc.valence_weight * loss_v
+            logs["pair_v"] = loss_v.item()
+        logs["pair_dv"] = (v_s - v_n).mean().item()
+        if rc.edit_image_weight > 0 or rc.edit_code_weight > 0:
+            # Each photo's code rendered at the other photo's reading: neutral -> smile and smile -> neutral.
+            y_swap = torch.cat([read_p[k:], read_p[:k]]).detach()
+            cross = g(z_p, y_swap)
+            if rc.edit_image_weight > 0:
+                loss_pi = (cross - torch.cat([x_ps, x_pn])).abs().mean()
+                total = total + rc.edit_image_weight * loss_pi
+                logs["pair_img"] = loss_pi.item()
+            if rc.edit_code_weight > 0:
+                with frozen(m.encoder):
+                    z_cross = m.encoder(cross)
+                z_goal = torch.cat([z_p[k:], z_p[:k]]).detach()
+                loss_pc = ((z_cross - z_goal) ** 2).mean()
+                total = total + rc.edit_code_weight * loss_pc
+                logs["pair_code"] = loss_pc.item()
+        return total
+
     def _all_sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
             t = t.clone()
@@ -276,15 +404,29 @@ class Trainer:
         return t
 
     # ------------------------------------------------------------------ loop
-    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's shares of the epoch's global batches (same order on every rank)."""
+    def batch_indices(self, epoch: int) -> Iterator[torch.Tensor]:
+        """Indices of this rank's shares of the epoch's global batches (same order on every rank)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         order = torch.randperm(self.x.shape[0], generator=gen)
         per_rank = self.cfg.batch_size // self.world
         global_batch = per_rank * self.world
         for start in range(0, len(order) - global_batch + 1, global_batch):
-            idx = order[start + self.rank * per_rank : start + (self.rank + 1) * per_rank]
+            yield order[start + self.rank * per_rank : start + (self.rank + 1) * per_rank]
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's shares of the epoch's global batches: (faces, arousal/valence)."""
+        for idx in self.batch_indices(epoch):
             yield self.x[idx], self.y[idx]
+
+    def pair_batch(self) -> torch.Tensor | None:
+        """This rank's share of the step's persons as (K, 6, 96, 96): neutral photo, then smiling photo."""
+        k = self.cfg.real.pairs_per_step
+        if k == 0:
+            return None
+        pick = torch.randperm(len(self.pairs), generator=self.pair_gen)[:k]
+        per_rank = k // self.world
+        idx = self.pairs[pick[self.rank * per_rank : (self.rank + 1) * per_rank]]
+        return torch.cat([self.x[idx[:, 0]], self.x[idx[:, 1]]], dim=1)
 
     def fit(self, log_every: int = 10) -> dict[str, float]:
         from tqdm import tqdm
@@ -299,13 +441,19 @@ class Trainer:
         skip = self.step - self.epoch * steps_per_epoch
         while self.epoch < self.cfg.epochs and (self.cfg.max_steps is None or self.step < self.cfg.max_steps):
             finished = True
-            for xb, yb in itertools.islice(self.batches(self.epoch), max(skip, 0), None):
+            for idx in itertools.islice(self.batch_indices(self.epoch), max(skip, 0), None):
                 if self.cfg.max_steps is not None and self.step >= self.cfg.max_steps:
                     finished = False
                     break
-                logs = self.train_step(augment(xb, self.aug_gen), yb, self.step_gen)
+                pairs = self.pair_batch()
+                xb = augment(self.x[idx], self.aug_gen)
+                # Both photos of a person share one augmentation (one flip, shift and jitter).
+                pb = augment(pairs, self.aug_gen) if pairs is not None else None
+                classes = self.c[idx] if self.model.classifier is not None else None
+                logs = self.train_step(xb, self.y[idx], self.step_gen, classes, pb)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("rec", "em", "edit")})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()
+                                 if k in ("rec", "em", "edit", "cls", "pair_dv", "pair_code")})
                 if self.rank == 0 and self.step % log_every == 0:
                     _append_csv(metrics_path, {"step": self.step, "epoch": self.epoch,
                                                "seconds": round(time.time() - started, 1), **logs})
@@ -350,12 +498,67 @@ class Trainer:
         return {"ae": self.opt_ae, "prior": self.opt_prior, "real": self.opt_real}
 
     def _generators(self) -> dict[str, torch.Generator]:
-        return {"aug": self.aug_gen, "step": self.step_gen}
+        return {"aug": self.aug_gen, "step": self.step_gen, "pair": self.pair_gen}
 
     def export(self, path: str | os.PathLike[str], metrics: dict[str, Any]) -> Path:
         provenance = {**self.provenance, "train_config": json.loads(self.cfg.to_json()), "steps": self.step,
                       "epochs": self.epoch, "metrics": metrics}
+        if self.cfg.init_from:
+            provenance["initialised_from"] = {"file": Path(self.cfg.init_from).name, "parts": self.initialised_from}
         return save_inference_model(path, self.model, provenance)
+
+
+@dataclass
+class HeadConfig:
+    """Post-training of the categorical head C alone (:func:`post_train_classifier`)."""
+
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    #: Also learn from each face's mirror image.
+    flip: bool = True
+    seed: int = 0
+
+
+def post_train_classifier(model: PK, train: CropSet, cfg: HeadConfig | None = None) -> list[float]:
+    """Train only the categorical head C, on the frozen E's codes of the faces that carry an expression label
+    (and their mirror images); E, G and D_em are not touched, so codes, arousal/valence and edits stay exactly
+    as they were. The paper's post-trained reader of z, for a class read-out. Returns the loss per epoch."""
+    cfg = cfg or HeadConfig()
+    if model.classifier is None:
+        raise ValueError("the PK has no categorical head (PKConfig.num_classes = 0)")
+    classes = np.asarray(train.classes, np.int64)
+    keep = np.flatnonzero(classes >= 0)
+    if len(keep) == 0:
+        raise ValueError("no face with an expression label to train the categorical head on")
+    model.eval()
+    with torch.inference_mode():
+        views = [to_tensor(train.crops[keep])]
+        if cfg.flip:
+            views.append(views[0].flip(3))
+        z = torch.cat([torch.cat([model.encoder(v[i:i + 256]) for i in range(0, len(v), 256)]) for v in views])
+    z = z.clone()
+    y = torch.from_numpy(np.tile(classes[keep], len(views)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    head = model.classifier
+    head.train()
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses = []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(y), generator=gen)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            loss = F.cross_entropy(head(z[idx]), y[idx], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / len(y))
+    head.eval()
+    return losses
 
 
 @torch.inference_mode()

@@ -72,7 +72,8 @@ class AffectiveMemoryNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("affective_memory", **kwargs)
         declare_parameters(self)
-        self.add_on_set_parameters_callback(refuse_while_configured(self._unconfigured))
+        self.add_on_set_parameters_callback(
+            refuse_while_configured(self._unconfigured, lambda name: self.get_parameter(name).value))
         #: One line, set when the last configure failed (an invalid setting, an unusable store or model).
         self.startup_error: str | None = None
         self.exit_code = 0

@@ -47,20 +47,42 @@ RUNTIME_SETTINGS: frozenset[str] = frozenset(i.name for ct in NODE_CONFIGS for i
 SETTING_NAMES: frozenset[str] = frozenset(i.name for ct in NODE_CONFIGS for i in infos(ct))
 
 
-def refuse_while_configured(is_unconfigured: Callable[[], bool]) -> Callable[[list[Any]], SetParametersResult]:
-    """A set-parameters callback: settings read in ``on_configure`` change only while the node is unconfigured."""
+def refuse_while_configured(is_unconfigured: Callable[[], bool],
+                            current: Callable[[str], Any] | None = None) -> Callable[[list[Any]], SetParametersResult]:
+    """A set-parameters callback: settings read in ``on_configure`` change only while the node is unconfigured,
+    and a run-time change must leave its config valid as a whole (rules between settings, such as a warning
+    threshold below its error threshold, hold at run time as at start). ``current(name)`` is a parameter's
+    present value."""
 
     def check(parameters: list[Any]) -> SetParametersResult:
-        if is_unconfigured():
-            return SetParametersResult(successful=True)
-        fixed = [p.name for p in parameters if p.name in SETTING_NAMES and p.name not in RUNTIME_SETTINGS]
-        if fixed:
-            return SetParametersResult(successful=False, reason=(
-                f"{', '.join(fixed)} is read-only while the node is configured (it is read in on_configure): "
-                "deactivate and clean up the node, set it, then configure again"))
+        if not is_unconfigured():
+            fixed = [p.name for p in parameters if p.name in SETTING_NAMES and p.name not in RUNTIME_SETTINGS]
+            if fixed:
+                return SetParametersResult(successful=False, reason=(
+                    f"{', '.join(fixed)} is read-only while the node is configured (it is read in on_configure): "
+                    "deactivate and clean up the node, set it, then configure again"))
+        if current is not None:
+            new = {p.name: p.value for p in parameters if p.name in SETTING_NAMES}
+            for config_type in NODE_CONFIGS:
+                names = [i.name for i in infos(config_type)]
+                if not new.keys() & set(names):
+                    continue
+                try:
+                    config_type(**{i.name: coerce(i, new[i.name] if i.name in new else _value(current, i))
+                                   for i in infos(config_type)})
+                except (ValueError, TypeError) as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     return check
+
+
+def _value(current: Callable[[str], Any], info: Any) -> Any:
+    """A parameter's present value; its default while it is not declared yet (callbacks run at declaration)."""
+    try:
+        return current(info.name)
+    except Exception:  # rclpy's ParameterNotDeclaredException
+        return info.default
 
 
 def read_configs(node: Node) -> tuple[Any, ...]:
