@@ -114,7 +114,7 @@ def test_glorot_uniform_initialisation_and_zero_biases() -> None:
     assert abs(float(w.std()) - limit / math.sqrt(3)) < 0.1 * limit
     dense = model.dimensional[0]
     assert float(dense.weight.detach().abs().max()) <= math.sqrt(6 / (dense.in_features + 200))
-    assert all(float(m.bias.abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 def test_shunting_inhibition_divides_excitation_by_half_plus_inhibition() -> None:

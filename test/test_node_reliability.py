@@ -35,7 +35,9 @@ class NodeProcess:
                  preexec: Callable[[], None] | None = None) -> None:
         from affective_memory_ros.ros.harness import node_command
 
-        self.proc = subprocess.Popen(node_command(None, "device:=cpu", "init_frames:=3", "edits_per_frame:=8",
+        # P-AffMem with the PK: the faults here hit seeding, eviction and 50-d PK memory files.
+        self.proc = subprocess.Popen(node_command(None, "device:=cpu", "encoder:=pk", "memory_mode:=paper",
+                                                  "init_frames:=3", "edits_per_frame:=8",
                                                   "memory_state_rate:=5.0", *overrides, camera=camera),
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      preexec_fn=preexec)
