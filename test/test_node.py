@@ -299,10 +299,15 @@ def test_ten_thousand_malformed_images_do_not_hurt_the_node(graph: dict[str, Any
     rss_after = _rss_kib(pid)
     assert rss_after - rss_before < 50 * 1024, (rss_before, rss_after)
     count = len(graph["got"]["av"])
-    for frame in read_video(media_dir / "single_face.mp4", max_frames=30):
-        pub.publish(fill_image(Image(), frame))
+    # Good frames until one comes back (best effort: under load DDS may drop some); no timing is asserted,
+    # the deadline only bounds a node that would never answer again.
+    frames = read_video(media_dir / "single_face.mp4", max_frames=30)
+    deadline = time.monotonic() + 60.0
+    i = 0
+    while len(graph["got"]["av"]) <= count and time.monotonic() < deadline:
+        pub.publish(fill_image(Image(), frames[i % len(frames)]))
+        i += 1
         time.sleep(0.04)
-    time.sleep(2.0)
     assert len(graph["got"]["av"]) > count, "good frames are processed after the bad ones"
     graph["listener"].destroy_publisher(pub)
 
