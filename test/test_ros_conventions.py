@@ -228,7 +228,9 @@ def test_ctrl_c_while_the_models_load_exits_0_without_a_traceback(ros_env: dict[
 
     from affective_memory_ros.ros.harness import node_command
 
-    node = Proc(node_command(None, "device:=cpu", camera="/startup/image", namespace="/startup"), ros_env)
+    # The PK, the slower of the two encoders to load, keeps the node in "configuring" long enough to be seen.
+    node = Proc(node_command(None, "device:=cpu", "encoder:=pk", "memory_mode:=paper", camera="/startup/image",
+                             namespace="/startup"), ros_env)
     context = Context()
     rclpy.init(context=context)
     probe = rclpy.create_node("startup_probe", context=context)
