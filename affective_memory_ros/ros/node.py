@@ -705,7 +705,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if node.exit_code == 2 and node.startup_error:
                 print(f"affective_memory_node: {node.startup_error}", file=sys.stderr)
         if executor is not None:
-            executor.shutdown(timeout_sec=0)
+            # Wait for callbacks still running on the executor's threads (an image being decoded, a service
+            # call) before the node's handles are destroyed under them: destroying a subscription whose
+            # callback is in flight can crash the process at exit.
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             with contextlib.suppress(Exception):
                 node.destroy_node()
