@@ -7,7 +7,10 @@ refused with a clear message instead of being misread."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+
+from .atomic_io import UnsafeFileError, read_regular_file
 
 #: Refuse absurd headers before allocating anything (real headers are a few kB).
 MAX_HEADER_BYTES = 1 << 22
@@ -59,3 +62,19 @@ def check_format(metadata: dict[str, str], name: str, supported: int, what: str 
     if version < 1:
         raise FileFormatError(f"invalid format_version {version}")
     return version
+
+
+def read_format_file(path: str | os.PathLike[str], name: str, supported: int, what: str,
+                     max_bytes: int) -> tuple[bytes, dict[str, str]]:
+    """A whole file (a regular file of at most ``max_bytes``) and its checked metadata: format ``name``, version
+    at most ``supported``. Raises :class:`FileFormatError` naming the path; nothing is written."""
+    try:
+        data = read_regular_file(path, max_bytes)
+    except UnsafeFileError as exc:
+        raise FileFormatError(str(exc)) from None
+    try:
+        meta = read_metadata(data, what)
+        check_format(meta, name, supported, what)
+    except FileFormatError as exc:
+        raise FileFormatError(f"{path}: {exc}") from None
+    return data, meta

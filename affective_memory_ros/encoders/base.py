@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any, ClassVar
 
 import cv2
@@ -92,10 +96,27 @@ class FaceEncoder(abc.ABC):
         """Codes of the faces ``codes[i]`` re-rendered at ``targets[i]`` = (arousal, valence)."""
         raise NotImplementedError(f"the {self.name} encoder cannot edit faces")
 
+    def _load(self, path: str | os.PathLike[str] | None, default: str, device: str, precision: str,
+              loader: Callable[[Path], tuple[torch.nn.Module, dict[str, Any]]]) -> torch.nn.Module:
+        """Load the model file (``path``, or the shipped ``default``) with the model's own safe ``loader``, on
+        the device, in eval mode; sets ``path``, ``device``, ``precision`` and ``provenance``."""
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
+        self.path = Path(path) if path else shipped_weights(default)
+        self.device = resolve_device(device)
+        model, self.provenance = loader(self.path)
+        self.precision = precision
+        return model.to(self.device).eval()
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp16" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
+
+
+def shipped_weights(filename: str) -> Path:
+    """A weights file shipped inside the package (``affective_memory_ros/models/``)."""
+    return Path(str(resources.files("affective_memory_ros") / "models" / filename))
 
 
 def resolve_device(device: str) -> torch.device:

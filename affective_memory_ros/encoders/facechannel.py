@@ -12,13 +12,12 @@ Model, training and files: :mod:`affective_memory_ros.facechannel`; model card: 
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .base import Encoding, FaceEncoder, InputSpec, resolve_device
+from .base import Encoding, FaceEncoder, InputSpec, shipped_weights
 
 #: The shipped default weights, inside the package.
 DEFAULT_WEIGHTS = "facechannel_default.safetensors"
@@ -27,7 +26,7 @@ INPUT_SPEC = InputSpec(size=64, channels=1, value_range=(0.0, 1.0))
 
 
 def default_weights_path() -> Path:
-    return Path(str(resources.files("affective_memory_ros") / "models" / DEFAULT_WEIGHTS))
+    return shipped_weights(DEFAULT_WEIGHTS)
 
 
 class FaceChannelEncoder(FaceEncoder):
@@ -39,14 +38,8 @@ class FaceChannelEncoder(FaceEncoder):
                  precision: str = "fp32") -> None:
         from ..facechannel.checkpoint import load_inference_model
 
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
-        self.path = Path(path) if path else default_weights_path()
-        self.device = resolve_device(device)
-        model, self.provenance = load_inference_model(self.path)
-        self.model = model.to(self.device).eval()
-        self.precision = precision
-        self.code_dim = model.cfg.dense
+        self.model = self._load(path, DEFAULT_WEIGHTS, device, precision, load_inference_model)
+        self.code_dim = self.model.cfg.dense
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray) -> Encoding:

@@ -12,14 +12,13 @@ Model, training and files: :mod:`affective_memory_ros.pk`.
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..expressions import NUM_EXPRESSIONS
-from .base import Encoding, FaceEncoder, InputSpec, resolve_device
+from .base import Encoding, FaceEncoder, InputSpec, shipped_weights
 
 #: The shipped default weights, inside the package.
 DEFAULT_WEIGHTS = "pk_default.safetensors"
@@ -28,7 +27,7 @@ INPUT_SPEC = InputSpec(size=96, channels=3, value_range=(-1.0, 1.0))
 
 
 def default_weights_path() -> Path:
-    return Path(str(resources.files("affective_memory_ros") / "models" / DEFAULT_WEIGHTS))
+    return shipped_weights(DEFAULT_WEIGHTS)
 
 
 class PKEncoder(FaceEncoder):
@@ -40,15 +39,9 @@ class PKEncoder(FaceEncoder):
                  precision: str = "fp32") -> None:
         from ..pk.checkpoint import load_inference_model
 
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
-        self.path = Path(path) if path else default_weights_path()
-        self.device = resolve_device(device)
-        model, self.provenance = load_inference_model(self.path)
-        self.model = model.to(self.device).eval()
-        self.precision = precision
-        self.code_dim = model.cfg.z_dim
-        self.has_classes = getattr(model, "classifier", None) is not None
+        self.model = self._load(path, DEFAULT_WEIGHTS, device, precision, load_inference_model)
+        self.code_dim = self.model.cfg.z_dim
+        self.has_classes = getattr(self.model, "classifier", None) is not None
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray) -> Encoding:

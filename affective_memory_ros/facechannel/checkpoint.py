@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..atomic_io import UnsafeFileError, atomic_write_bytes, read_regular_file
-from ..file_format import FileFormatError, check_format, read_metadata
+from ..atomic_io import atomic_write_bytes
+from ..file_format import FileFormatError, read_format_file
 from .model import FaceChannel, FaceChannelConfig
 
 INFERENCE_FORMAT = "affective_memory_ros.facechannel"
@@ -47,14 +47,9 @@ def load_inference_model(path: str | os.PathLike[str],
     """The model (float32, eval mode) and its provenance; :class:`CheckpointError` for anything else."""
     p = Path(path)
     try:
-        data = read_regular_file(p, max_bytes)
-    except UnsafeFileError as exc:
-        raise CheckpointError(str(exc)) from None
-    try:
-        meta = read_metadata(data, "FaceChannel file")
-        check_format(meta, INFERENCE_FORMAT, FORMAT_VERSION, "FaceChannel file")
+        data, meta = read_format_file(p, INFERENCE_FORMAT, FORMAT_VERSION, "FaceChannel file", max_bytes)
     except FileFormatError as exc:
-        raise CheckpointError(f"{p}: {exc}") from None
+        raise CheckpointError(str(exc)) from None
     try:
         cfg = FaceChannelConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:

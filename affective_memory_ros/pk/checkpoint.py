@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..atomic_io import UnsafeFileError, atomic_write_bytes, read_regular_file
-from ..file_format import FileFormatError, check_format, read_metadata
+from ..atomic_io import atomic_write_bytes
+from ..file_format import FileFormatError, read_format_file
 from .model import PK, PKConfig
 
 TRAIN_FORMAT = "affective_memory_ros.pk.train"
@@ -42,15 +42,9 @@ class CheckpointError(FileFormatError):
 
 def _read(path: Path, fmt: str) -> tuple[bytes, dict[str, str]]:
     try:
-        data = read_regular_file(path, MAX_MODEL_BYTES)
-    except UnsafeFileError as exc:
-        raise CheckpointError(str(exc)) from None
-    try:
-        meta = read_metadata(data, "PK file")
-        check_format(meta, fmt, FORMAT_VERSION, "PK file")
+        return read_format_file(path, fmt, FORMAT_VERSION, "PK file", MAX_MODEL_BYTES)
     except FileFormatError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    return data, meta
+        raise CheckpointError(str(exc)) from None
 
 
 def save_training_checkpoint(path: str | os.PathLike[str], model: PK, optimizers: dict[str, Any], step: int,
