@@ -757,13 +757,14 @@ def default_variants() -> tuple[str, ...]:
     """Every registered mode, with the default encoder where the mode works with it, else with the PK
     (``mode@pk``: modes that seed from edits need an encoder that can edit faces); the personal mode
     also with the PK."""
-    from ..encoders import DEFAULT_ENCODER
+    from ..encoders import DEFAULT_ENCODER, encoder_class
     from ..modes import MODES, MemorySettings, make_memory
 
+    can_edit = encoder_class(DEFAULT_ENCODER).can_edit
     out = []
     for mode in MODES:
         try:
-            make_memory(MemorySettings(memory_mode=mode), 8, can_edit=DEFAULT_ENCODER != "facechannel")
+            make_memory(MemorySettings(memory_mode=mode), 8, can_edit=can_edit)
             out.append(mode)
         except ValueError:
             out.append(f"{mode}@pk")

@@ -24,9 +24,14 @@ ENCODERS: dict[str, str] = {
 DEFAULT_ENCODER = "facechannel"
 
 
-def make_encoder(name: str, weights: str | None = None, device: str = "auto", precision: str = "fp32") -> FaceEncoder:
-    """Build an encoder by its registry name; ``weights`` = None loads its shipped default."""
+def encoder_class(name: str) -> type[FaceEncoder]:
+    """An encoder's class by its registry name (its class attributes, e.g. ``can_edit``, without weights)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     module, cls = ENCODERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(weights, device, precision)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def make_encoder(name: str, weights: str | None = None, device: str = "auto", precision: str = "fp32") -> FaceEncoder:
+    """Build an encoder by its registry name; ``weights`` = None loads its shipped default."""
+    return encoder_class(name)(weights, device, precision)  # type: ignore[call-arg]

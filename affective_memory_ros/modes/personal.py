@@ -198,14 +198,15 @@ class PersonalMemory(PersonMemory):
         self.net.learn(self._x(face.code, av), av if self.rules.real_labels else None)
         self.frames_seen = min(self.frames_seen + 1, MAX_FRAMES)
         if self.rules.calibrate:
-            self._keep(self._raw(face) if ready else av)
+            self._keep(self._match(face)[0] if ready else av)
 
     def _keep(self, reading: np.ndarray) -> None:
         self._history[self._count % HISTORY] = reading
         self._count += 1
 
-    def _raw(self, face: Face) -> np.ndarray:
-        """The activity-weighted mean label of the k best-matching neurons (before calibration)."""
+    def _match(self, face: Face) -> tuple[np.ndarray, float]:
+        """The activity-weighted mean label of the k best-matching neurons (before calibration), and the
+        distance to the best one: one distance computation per face for both."""
         x = self._x(face.code, face.av)
         w = self.net.weights
         d = np.sqrt(np.maximum(((w - x) ** 2).sum(axis=1), 0.0))
@@ -213,7 +214,7 @@ class PersonalMemory(PersonMemory):
         best = np.argpartition(d, k - 1)[:k] if k < len(d) else np.arange(len(d))
         activity = np.exp(-d[best] / self.net.config.distance_scale)
         weights = activity / max(float(activity.sum()), 1e-12)
-        return (weights[:, None] * self.net.labels[best]).sum(axis=0).astype(np.float32)
+        return (weights[:, None] * self.net.labels[best]).sum(axis=0).astype(np.float32), float(d[best].min())
 
     def offset(self) -> np.ndarray:
         """The calibration shift: (the person's rest reading - the population's neutral), bounded."""
@@ -232,8 +233,9 @@ class PersonalMemory(PersonMemory):
         return np.clip(rest - REST_PRIOR, -self.rules.max_offset, self.rules.max_offset).astype(np.float32)
 
     def recall(self, face: Face) -> Reading:
-        a, v = clip_av(self._coherent(self._raw(face) - self.offset(), face.time))
-        return Reading(a, v, float(np.exp(-self._nearest(face) / self.net.config.distance_scale)))
+        raw, nearest = self._match(face)
+        a, v = clip_av(self._coherent(raw - self.offset(), face.time))
+        return Reading(a, v, float(np.exp(-nearest / self.net.config.distance_scale)))
 
     def _coherent(self, reading: np.ndarray, t: float) -> np.ndarray:
         """Adaptive smoothing over time: slow while the reading jitters, immediate when it jumps."""
@@ -248,10 +250,6 @@ class PersonalMemory(PersonMemory):
         self._smooth = (self._smooth + rate * (reading - self._smooth)).astype(np.float32)
         self._smooth_time = t
         return self._smooth
-
-    def _nearest(self, face: Face) -> float:
-        x = self._x(face.code, face.av)
-        return float(np.sqrt(((self.net.weights - x) ** 2).sum(axis=1).min()))
 
     # ------------------------------------------------------------- views
     def summary(self) -> MemorySummary:
