@@ -589,6 +589,31 @@ def test_clifer_evaluation_on_real_faces(people: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(frames, bench.jitter_frames(np.full((96, 96, 3), 128, np.uint8), 3, seed=1))
 
 
+def test_clifer_evaluation_with_facechannel_codes_and_pk_imagination(people: Path, tmp_path: Path) -> None:
+    """--imagine-with pk: the memories learn the FaceChannel's codes; the PK's G renders the imagined faces,
+    which the FaceChannel encodes (imagined codes in the memories' 200-d space); the mode's edits are answered."""
+    from affective_memory_ros.bench import clifer as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    out_json = tmp_path / "c.json"
+    args = parser.parse_args(["--people", str(people), "--split", "tune", "--encoder", "facechannel",
+                              "--imagine-with", "pk", "--distance-scale", "0.1", "--imagine-scale", "1.5",
+                              "--train-frames", "4", "--test-frames", "3", "--imagine-frames", "1", "--scales", "1.5",
+                              "--no-mlp", "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json),
+                              "--no-speed"])
+    assert bench.run(args) == 0
+    report = json.loads(out_json.read_text())
+    assert report["encoder"]["name"] == "facechannel" and report["imaginer"]["name"] == "pk"
+    rules = report["protocol"]["mode_rules"]
+    assert report["protocol"]["imaginer"] == "pk" and rules["distance_scale"] == 0.1 and rules["imagine_scale"] == 1.5
+    assert report["protocol"]["episodic"]["dim"] == 200
+    assert {"clifer(direct)", "clifer(offset 1.5)", "mode(online, true labels)"} <= set(report["splits"]["tune"])
+    with pytest.raises(SystemExit):
+        bench.run(parser.parse_args(["--people", str(people), "--encoder", "facechannel", "--imagine-with",
+                                     "facechannel", "--no-speed", "--cache-dir", str(tmp_path / "cache")]))
+
+
 def test_clifer_mode_runs_in_the_pipeline_on_real_video(media_dir: Path) -> None:
     """The real pipeline (detector, PK, the mode's own imagination targets: 8 edits per frame for its first
     25 faces) with the clifer mode; the person file."""

@@ -31,7 +31,9 @@ Conditions (CLIFER's ablation as far as one photo per class allows):
 
 Imagination is computed from the first ``--imagine-frames`` training frames of each class (the frames are
 copies of one photo; the PK's edits cost about 50 ms each on a 2-core CPU). Labels of training frames are
-the dataset's (as CLIFER's), except in ``mode(online, encoder labels)``.
+the dataset's (as CLIFER's), except in ``mode(online, encoder labels)``. With ``--imagine-with pk`` the
+memories learn ``--encoder``'s codes (e.g. the FaceChannel's) and imagination renders each crop with the
+PK's G at the targets, which ``--encoder`` then encodes: the imagined codes live in the memories' space.
 
 Run: ``python -m affective_memory_ros.bench.clifer --people ../shared/data/london_frl --json clifer.json
 --markdown clifer.md`` (``--speed-only`` for the speed numbers alone).
@@ -149,19 +151,29 @@ class Frames:
 
 
 def encode_person(encoder: Any, person: Person, train: int, test: int, imagine: int, imagined: tuple[str, ...],
-                  seed: int = 0) -> dict[int, Frames]:
+                  seed: int = 0, imaginer: Any = None) -> dict[int, Frames]:
+    """Codes of one person's frames and of their imagined expressions. Imagination: ``encoder``'s own edits
+    (E(G(z, target)) of the PK), or, with ``imaginer`` (an encoder that edits), the faces that the imaginer's
+    generator renders from each training crop, encoded by ``encoder``."""
     from ..modes.clifer import EXPRESSION_AV
 
     out = {}
     protos = np.array([EXPRESSION_AV[n] for n in imagined], np.float32)
+    editor = encoder if imaginer is None else imaginer
     for cls, crop in ((NEUTRAL, person.neutral), (HAPPY, person.happy)):
-        tr = encoder.encode(jitter_frames(crop, train, _seed(seed, person.identity, cls, "train")))
+        tr_crops = jitter_frames(crop, train, _seed(seed, person.identity, cls, "train"))
+        tr = encoder.encode(tr_crops)
         te = encoder.encode(jitter_frames(crop, test, _seed(seed, person.identity, cls, "test")))
         k = min(imagine, train)
-        if k and getattr(encoder, "can_edit", False):
+        if k and getattr(editor, "can_edit", False):
             own = np.clip(np.nan_to_num(tr.av[:k]), -1, 1)
             targets = np.concatenate([own[:, None], np.broadcast_to(protos, (k, *protos.shape))], axis=1)
-            flat = encoder.edit_and_encode(np.repeat(tr.code[:k], targets.shape[1], axis=0), targets.reshape(-1, 2))
+            if imaginer is None:
+                flat = encoder.edit_and_encode(np.repeat(tr.code[:k], targets.shape[1], axis=0),
+                                               targets.reshape(-1, 2))
+            else:  # each crop rendered at its own targets by the imaginer's G, then read by the encoder
+                images = np.concatenate([imaginer.edit_images(tr_crops[i:i + 1], targets[i])[0] for i in range(k)])
+                flat = encoder.encode(images).code
             edits = flat.reshape(k, targets.shape[1], -1)
         else:
             targets = np.zeros((0, len(imagined) + 1, 2), np.float32)
@@ -376,20 +388,25 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(people: list[Person], encoder: Any, *, train: int = 20, test: int = 20, imagine: int = 5,
              scales: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0), mlp: bool = True, mode: bool = True, seed: int = 0,
-             distance_scale: float | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             distance_scale: float | None = None, imagine_scale: float | None = None, imaginer: Any = None,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every condition on every person; per split: the aggregate of each condition; per person: everything.
-    ``distance_scale``: sigma of every memory (default: the mode's)."""
+    ``distance_scale``: sigma of every memory, ``imagine_scale``: the offset scale of the mode and of
+    ``mlp+imagination`` (defaults: the mode's); ``imaginer``: an encoder whose generator renders the imagined
+    faces that ``encoder`` then encodes (default: ``encoder``'s own edits)."""
     from ..modes.clifer import CliferRules
 
     rules = CliferRules()
     if distance_scale is not None:
         rules = dataclasses.replace(rules, distance_scale=distance_scale)
+    if imagine_scale is not None:
+        rules = dataclasses.replace(rules, imagine_scale=imagine_scale)
     imagined = rules.imagined
     episodic = GammaConfig(dim=encoder.code_dim, distance_scale=rules.distance_scale)
     per_person: dict[str, Any] = {}
     t0 = time.time()
     for k, person in enumerate(people):
-        frames = encode_person(encoder, person, train, test, imagine, imagined, seed)
+        frames = encode_person(encoder, person, train, test, imagine, imagined, seed, imaginer)
         res: dict[str, Any] = {"gdm": run_gdm(frames, episodic), "gdm+replay": run_gdm(frames, episodic, replay=True)}
         if len(frames[NEUTRAL].edits):
             res["clifer(direct)"] = run_gdm(frames, episodic, kind="direct", imagined=imagined)
@@ -401,7 +418,7 @@ def evaluate(people: list[Person], encoder: Any, *, train: int = 20, test: int =
                 imag = {c: imagination(frames[c], imagined, "offset", rules.imagine_scale) for c in frames}
                 res["mlp+imagination"] = run_mlp(frames, imag, seed=seed)
         if mode:
-            editor = _CachedEdits(encoder, frames) if getattr(encoder, "can_edit", False) else None
+            editor = _CachedEdits(encoder, frames) if len(frames[NEUTRAL].edits) else None
             mode_rules = dataclasses.replace(rules, imagine_frames=imagine) if editor is not None else rules
             res["mode(online, encoder labels)"] = run_mode(frames, editor, encoder.code_dim, False, mode_rules)
             res["mode(online, true labels)"] = run_mode(frames, editor, encoder.code_dim, True, mode_rules)
@@ -420,6 +437,7 @@ def evaluate(people: list[Person], encoder: Any, *, train: int = 20, test: int =
             best = max(offsets, key=lambda n: splits["tune"][n]["episodic.p1.f1"]["mean"])
     return {"splits": splits, "people": per_person, "chosen_on_tune": best,
             "protocol": {"train_frames": train, "test_frames": test, "imagine_frames": imagine, "scales": list(scales),
+                         "imaginer": getattr(imaginer, "name", None),
                          "minibatch": MINIBATCH, "epochs": EPOCHS, "imagined": list(imagined), "seed": seed,
                          "episodic": json.loads(episodic.to_json()),
                          "semantic": json.loads(semantic_config(episodic).to_json()),
@@ -531,7 +549,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="tune,val", help="comma-separated parts (tune, val, train)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N people per split")
     parser.add_argument("--pk-model", default=None, help="PK inference model (default: the shipped one)")
-    parser.add_argument("--encoder", default="pk", help="encoder (pk imagines; others run without imagination)")
+    parser.add_argument("--encoder", default="pk", help="encoder (pk imagines; others run without imagination "
+                        "unless --imagine-with)")
+    parser.add_argument("--imagine-with", default=None, metavar="ENCODER",
+                        help="an encoder that edits (pk) whose generator renders the imagined faces, which --encoder "
+                             "then encodes (default: --encoder's own edits)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-frames", type=int, default=20)
     parser.add_argument("--test-frames", type=int, default=20)
@@ -539,6 +561,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales", type=_floats, default=(0.1, 0.25, 0.5, 1.0), help="offset imagination scales")
     parser.add_argument("--distance-scale", type=float, default=None,
                         help="activity scale sigma of every memory (default: the mode's)")
+    parser.add_argument("--imagine-scale", type=float, default=None,
+                        help="offset scale of the mode and of mlp+imagination (default: the mode's)")
     parser.add_argument("--no-mlp", action="store_true")
     parser.add_argument("--no-mode", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -558,6 +582,12 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         encoder = make_encoder(args.encoder, args.pk_model if args.encoder == "pk" else None, args.device)
+        imaginer = None
+        if args.imagine_with:
+            imaginer = make_encoder(args.imagine_with, args.pk_model if args.imagine_with == "pk" else None,
+                                    args.device)
+            if not imaginer.can_edit:
+                raise SystemExit(f"--imagine-with {args.imagine_with}: that encoder cannot edit faces")
         splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
         people = load_people(args.people, splits, args.cache_dir, args.limit)
         if not people:
@@ -565,9 +595,12 @@ def run(args: argparse.Namespace) -> int:
         report.update(evaluate(people, encoder, train=args.train_frames, test=args.test_frames,
                                imagine=args.imagine_frames, scales=args.scales, mlp=not args.no_mlp,
                                mode=not args.no_mode, seed=args.seed, distance_scale=args.distance_scale,
+                               imagine_scale=args.imagine_scale, imaginer=imaginer,
                                log=lambda m: print(m, file=sys.stderr, flush=True)))
         report["encoder"] = {"name": encoder.name, "weights": str(getattr(encoder, "path", "")),
                              "provenance_metrics": encoder.provenance.get("metrics", {})}
+        if imaginer is not None:
+            report["imaginer"] = {"name": imaginer.name, "weights": str(getattr(imaginer, "path", ""))}
     if not args.no_speed:
         report["speed"] = speed()
     text = json.dumps(report, indent=2)

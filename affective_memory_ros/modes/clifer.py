@@ -10,7 +10,7 @@ memories hold expressions of this person they have not seen yet. Design, choices
 What the mode does with each real face (:meth:`CliferMemory.learn`):
 
 * **label**: the encoder's top expression (``Face.probs``); an encoder without a categorical head
-  (NaN probabilities, e.g. the shipped PK) gives the expression whose arousal/valence prototype
+  (NaN probabilities, e.g. a PK file from before its head C) gives the expression whose arousal/valence prototype
   (:data:`EXPRESSION_AV`) is nearest to the encoder's arousal/valence reading;
 * **learn**: the episodic memory learns the code with that class and the encoder's arousal/valence; the
   semantic memory learns the episodic winner's prototype (regulated);
@@ -74,7 +74,7 @@ class CliferRules:
     #: Temporal context depth K of the episodic memory (CLIFER 0; the GDM demo 5).
     context_depth: int = 0
     #: Activity scale sigma of both memories: a = exp(-d / sigma). CLIFER's is 1 (its encoder's 50-d tanh
-    #: latent); 0.5 was chosen on the tune split for the PK's (docs/clifer.md).
+    #: latent); 0.5 was chosen on the tune split for the PK's, 0.1 for the FaceChannel's (docs/clifer.md).
     distance_scale: float = 0.5
     #: Imagine the person's expressions (needs an encoder that can edit).
     imagine: bool = True
@@ -82,7 +82,8 @@ class CliferRules:
     imagine_frames: int = 25
     #: "offset" (ours) or "direct" (CLIFER's E(G(z, c))); see the module docstring.
     imagination: str = "offset"
-    #: The offset's scale s (``imagination="offset"``); chosen on the tune split (docs/clifer.md).
+    #: The offset's scale s (``imagination="offset"``); chosen on the tune split for the PK's edits
+    #: (docs/clifer.md; 1.5 for the FaceChannel's codes of the PK's renders, which the pipeline cannot make yet).
     imagine_scale: float = 0.25
     #: Expressions imagined (names from :data:`EXPRESSION_AV`).
     imagined: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
