@@ -151,7 +151,8 @@ class AffectPipeline:
         self.memory_settings = memory or MemorySettings()
         self.encoder = make_encoder(cfg.encoder, cfg.encoder_weights or None, cfg.device, cfg.precision)
         self.memory_factory = memory_factory or (
-            lambda: make_memory(self.memory_settings, self.encoder.code_dim, self.encoder.can_edit))
+            lambda: make_memory(self.memory_settings, self.encoder.code_dim, self.encoder.can_edit,
+                                self.encoder.name))
         self.memory_factory()  # a mode that cannot work with this encoder refuses now, not at the first face
         self.detector = make_detector(cfg.detector, self.encoder.device)
         self.store = store or PersonStore(None)
@@ -248,7 +249,7 @@ class AffectPipeline:
                 a, v, reading.confidence if reading else 0.0, expression, expression_p, reading is None,
                 person.memory.summary().num_neurons if person is not None else 0))
         t5 = time.perf_counter()
-        self._schedule_seeding(ids, enc.code)
+        self._schedule_seeding(ids, enc.edit_sources)
         self._collect()
         self._evict_if_needed(keep=set(ids))
         t6 = time.perf_counter()
@@ -294,7 +295,8 @@ class AffectPipeline:
 
     # ------------------------------------------------------------- seeding
     def _schedule_seeding(self, ids: list[str], codes: np.ndarray) -> None:
-        """Hand this frame's share of edits to the worker (at most one batch in flight).
+        """Hand this frame's share of edits to the worker (at most one batch in flight). ``codes`` are what
+        the encoder edits from, one per face (:attr:`~.encoders.base.Encoding.edit_sources`).
 
         A frame spends at most ``max_seed_edits``, shared evenly by the seeding
         persons in view (at least one edit each), so five people appearing at

@@ -604,14 +604,112 @@ def test_clifer_evaluation_with_facechannel_codes_and_pk_imagination(people: Pat
                               "--no-speed"])
     assert bench.run(args) == 0
     report = json.loads(out_json.read_text())
-    assert report["encoder"]["name"] == "facechannel" and report["imaginer"]["name"] == "pk"
+    assert report["encoder"]["name"] == "facechannel_pk" and report["imaginer"]["name"] == "pk"
     rules = report["protocol"]["mode_rules"]
     assert report["protocol"]["imaginer"] == "pk" and rules["distance_scale"] == 0.1 and rules["imagine_scale"] == 1.5
     assert report["protocol"]["episodic"]["dim"] == 200
     assert {"clifer(direct)", "clifer(offset 1.5)", "mode(online, true labels)"} <= set(report["splits"]["tune"])
+    # The node's encoder of the same pairing gives the same numbers, with the rules chosen for it by default.
+    shipped = tmp_path / "shipped.json"
+    assert bench.run(parser.parse_args(["--people", str(people), "--split", "tune", "--encoder", "facechannel_pk",
+                                        "--train-frames", "4", "--test-frames", "3", "--imagine-frames", "1",
+                                        "--scales", "1.5", "--no-mlp", "--cache-dir", str(tmp_path / "cache"),
+                                        "--json", str(shipped), "--no-speed"])) == 0
+    other = json.loads(shipped.read_text())
+    assert other["splits"] == report["splits"] and other["protocol"] == report["protocol"]
     with pytest.raises(SystemExit):
         bench.run(parser.parse_args(["--people", str(people), "--encoder", "facechannel", "--imagine-with",
                                      "facechannel", "--no-speed", "--cache-dir", str(tmp_path / "cache")]))
+
+
+def test_facechannel_pk_reads_as_the_facechannel_and_edits_with_the_pks_generator(people: Path,
+                                                                                  tmp_path: Path) -> None:
+    """``facechannel_pk`` on real crops: the FaceChannel's encoding exactly, the PK's latent z to edit from, and
+    edits that are the FaceChannel's codes of the faces G renders from z."""
+    from affective_memory_ros.bench.clifer import load_people
+    from affective_memory_ros.encoders import ENCODERS, MODELS, make_encoder
+    from affective_memory_ros.encoders.base import Encoding
+
+    assert "facechannel_pk" in ENCODERS and "facechannel_pk" not in MODELS
+    crops = np.stack([c for p in load_people(people, cache_dir=tmp_path) for c in (p.neutral, p.happy)])
+    both = make_encoder("facechannel_pk", None, "cpu")
+    fc, pk = make_encoder("facechannel", None, "cpu"), make_encoder("pk", None, "cpu")
+    assert both.can_edit and not both.labelled_edits and pk.labelled_edits and both.code_dim == fc.code_dim == 200
+    enc, fc_enc, pk_enc = both.encode(crops), fc.encode(crops), pk.encode(crops)
+    for name in ("code", "av", "probs"):
+        np.testing.assert_array_equal(getattr(enc, name), getattr(fc_enc, name))
+    assert enc.edit_codes is not None and enc.edit_codes.shape == (len(crops), pk.code_dim)
+    np.testing.assert_array_equal(enc.edit_sources, pk_enc.code)
+    assert fc_enc.edit_codes is None and fc_enc.edit_sources is fc_enc.code  # one model: edits start at the code
+    targets = np.array([EXPRESSION_AV["happiness"], EXPRESSION_AV["sadness"], (0.0, 0.0), (0.5, -0.5)], np.float32)
+    edited = both.edit_and_encode(enc.edit_sources, targets)
+    assert edited.shape == (len(crops), 200) and edited.dtype == np.float32 and np.isfinite(edited).all()
+    images = pk.render(pk_enc.code, targets)
+    assert images.shape == (len(crops), 96, 96, 3) and images.dtype == np.uint8
+    np.testing.assert_allclose(edited, fc.encode(images).code, atol=1e-5)
+    # The PK's image edits are its renders (up to a grey level: z of one crop vs of a batch).
+    again = pk.render(pk_enc.code[:1].repeat(4, 0), targets).astype(int)
+    assert np.abs(pk.edit_images(crops[:1], targets)[0].astype(int) - again).max() <= 1
+    assert both.edit_and_encode(np.zeros((0, 50), np.float32), np.zeros((0, 2), np.float32)).shape == (0, 200)
+    assert len(Encoding.empty(200)) == 0 and Encoding.empty(200).edit_sources.shape == (0, 200)
+
+
+def test_the_modes_defaults_follow_the_encoder() -> None:
+    """clifer picks the rules chosen for the encoder's codes; modes that learn edits as labelled samples treat
+    ``facechannel_pk`` (whose edits are another model's renders) as an encoder that cannot edit."""
+    from affective_memory_ros.modes.clifer import ENCODER_RULES, rules_for
+
+    memory = make_memory(MemorySettings(memory_mode="clifer", context_depth=2), 200, True, "facechannel_pk")
+    assert isinstance(memory, CliferMemory) and memory.edits_wanted == 25 * 8
+    assert (memory.rules.distance_scale, memory.rules.imagine_scale, memory.rules.context_depth) == (0.1, 1.5, 2)
+    assert memory.dual.episodic.gamma.distance_scale == memory.dual.semantic.gamma.distance_scale == 0.1
+    assert ENCODER_RULES["facechannel_pk"] == {"distance_scale": 0.1, "imagine_scale": 1.5}
+    alone = make_memory(MemorySettings(memory_mode="clifer"), 200, False, "facechannel")
+    assert alone.rules.distance_scale == 0.1 and alone.edits_wanted == 0  # type: ignore[attr-defined]
+    for name in ("pk", None):
+        rules = make_memory(MemorySettings(memory_mode="clifer"), 50, True, name).rules  # type: ignore[attr-defined]
+        assert rules == rules_for(name) == CliferRules() and (rules.distance_scale, rules.imagine_scale) == (0.5, 0.25)
+    personal = make_memory(MemorySettings(memory_mode="personal"), 200, True, "facechannel_pk")
+    assert personal.edits_wanted == 0  # warms up on real faces, as with the FaceChannel alone
+    assert make_memory(MemorySettings(memory_mode="personal"), 50, True, "pk").edits_wanted > 0
+    with pytest.raises(ValueError, match="edit"):
+        make_memory(MemorySettings(memory_mode="paper"), 200, True, "facechannel_pk")
+    assert make_memory(MemorySettings(memory_mode="self_affective"), 200, True, "facechannel_pk").edits_wanted == 0
+
+
+def test_clifer_mode_imagines_in_the_pipeline_with_facechannel_pk(media_dir: Path) -> None:
+    """The node's form of the measured CLIFER (``encoder: facechannel_pk``, ``memory_mode: clifer``): the
+    memories learn the FaceChannel's codes, the mode's imagination edits the PK's z of each face, the
+    FaceChannel reads G's renders, and the memories learn the imagined expressions; the person's file."""
+    import torch
+
+    from affective_memory_ros.person import PersonFileError, person_from_bytes
+    from affective_memory_ros.pipeline import AffectPipeline, PipelineConfig
+    from affective_memory_ros.video import read_video
+
+    torch.set_num_threads(2)
+    frames = read_video(media_dir / "single_face.mp4", max_frames=27)
+    pipeline = AffectPipeline(PipelineConfig(device="cpu", encoder="facechannel_pk"),
+                              MemorySettings(memory_mode="clifer"), background=False)
+    out = [pipeline.process(f, i / 30) for i, f in enumerate(frames)]
+    assert not pipeline.errors
+    pid = out[-1][0].person_id
+    memory = pipeline.persons[pid].memory
+    assert isinstance(memory, CliferMemory) and memory.dual.episodic.gamma.dim == 200
+    assert (memory.rules.distance_scale, memory.rules.imagine_scale) == (0.1, 1.5)
+    assert memory.edits_done == memory.edits_total == 25 * 8 and memory.ready
+    seeding = [frame[0].seeding for frame in out if frame]
+    assert seeding[0] and not seeding[-1]
+    # Imagined expressions are in the episodic memory: labels beyond what the face itself showed.
+    labelled = {EXPRESSIONS[c] for c in np.flatnonzero(memory.dual.episodic.histograms.max(axis=0) > 0)}
+    assert {"sadness", "anger", "disgust", "fear", "surprise"} <= labelled
+    last = out[-1][0]
+    assert np.isfinite([last.arousal, last.valence]).all() and 0 < last.confidence <= 1 and last.expression
+    data = pipeline.snapshot(pid).to_bytes()
+    back = person_from_bytes(data, 200, "facechannel_pk").person.memory
+    assert isinstance(back, CliferMemory) and back.rules == memory.rules
+    with pytest.raises(PersonFileError):
+        person_from_bytes(data, 200, "facechannel")
 
 
 def test_clifer_mode_runs_in_the_pipeline_on_real_video(media_dir: Path) -> None:

@@ -276,3 +276,16 @@ def test_faces_tracked_upstream_keep_their_persons_and_a_new_face_id_is_recognis
         pipeline.process_faces([her[0]], [], 3.0)
     with pytest.raises(ValueError, match="RGB uint8"):
         pipeline.process_faces([np.zeros((20, 20), np.uint8)], ["x"], 3.0)
+
+
+def test_facechannel_pk_runs_the_personal_mode_as_the_facechannel_does(other: list[np.ndarray]) -> None:
+    """``facechannel_pk`` reads faces as the FaceChannel; its edits (the PK's renders) are not labelled samples,
+    so the personal mode warms up on real faces exactly as with the FaceChannel alone, and nothing is edited."""
+    settings = MemorySettings(memory_mode="personal", init_frames=4)
+    outs = []
+    for encoder in ("facechannel", "facechannel_pk"):
+        pipeline = AffectPipeline(PipelineConfig(device="cpu", encoder=encoder), settings)
+        outs.append([(e.arousal, e.valence, e.confidence, e.expression, e.seeding, e.num_neurons)
+                     for frame in run(pipeline, other[:8]) for e in frame])
+        assert pipeline._seeding is None and not pipeline.errors
+    assert outs[0] == outs[1] and len(outs[0]) >= 6 and outs[0][0][4] and not outs[0][-1][4]

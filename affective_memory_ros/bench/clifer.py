@@ -31,9 +31,11 @@ Conditions (CLIFER's ablation as far as one photo per class allows):
 
 Imagination is computed from the first ``--imagine-frames`` training frames of each class (the frames are
 copies of one photo; the PK's edits cost about 50 ms each on a 2-core CPU). Labels of training frames are
-the dataset's (as CLIFER's), except in ``mode(online, encoder labels)``. With ``--imagine-with pk`` the
-memories learn ``--encoder``'s codes (e.g. the FaceChannel's) and imagination renders each crop with the
-PK's G at the targets, which ``--encoder`` then encodes: the imagined codes live in the memories' space.
+the dataset's (as CLIFER's), except in ``mode(online, encoder labels)``. With ``--encoder facechannel_pk``
+(the node's encoder of the same name) the memories learn the FaceChannel's codes and imagination renders each
+crop with the PK's G at the targets, which the FaceChannel then encodes: the imagined codes live in the
+memories' space. ``--encoder E --imagine-with pk`` builds the same pairing
+(:class:`~affective_memory_ros.encoders.facechannel_pk.RenderedEditsEncoder`) for any reader E.
 
 Run: ``python -m affective_memory_ros.bench.clifer --people ../shared/data/london_frl --json clifer.json
 --markdown clifer.md`` (``--speed-only`` for the speed numbers alone).
@@ -145,40 +147,38 @@ class Frames:
     train_av: np.ndarray  # (F, 2)
     train_probs: np.ndarray  # (F, 8)
     test: np.ndarray  # (T, D)
+    #: What the encoder edits from, per training frame (:attr:`~..encoders.base.Encoding.edit_sources`).
+    train_edit: np.ndarray  # (F, E)
     #: Edits of the first training frames: (I, 1 + C, D), at [the frame's own A/V reading, each prototype].
     edits: np.ndarray
     edit_targets: np.ndarray  # (I, 1 + C, 2)
 
 
 def encode_person(encoder: Any, person: Person, train: int, test: int, imagine: int, imagined: tuple[str, ...],
-                  seed: int = 0, imaginer: Any = None) -> dict[int, Frames]:
-    """Codes of one person's frames and of their imagined expressions. Imagination: ``encoder``'s own edits
-    (E(G(z, target)) of the PK), or, with ``imaginer`` (an encoder that edits), the faces that the imaginer's
-    generator renders from each training crop, encoded by ``encoder``."""
+                  seed: int = 0) -> dict[int, Frames]:
+    """Codes of one person's frames and of their imagined expressions: ``encoder``'s edits (the PK's
+    E(G(z, target)); ``facechannel_pk``'s: the FaceChannel's codes of G's renders), as the pipeline asks
+    for them (from :attr:`~..encoders.base.Encoding.edit_sources`)."""
     from ..modes.clifer import EXPRESSION_AV
 
     out = {}
     protos = np.array([EXPRESSION_AV[n] for n in imagined], np.float32)
-    editor = encoder if imaginer is None else imaginer
     for cls, crop in ((NEUTRAL, person.neutral), (HAPPY, person.happy)):
         tr_crops = jitter_frames(crop, train, _seed(seed, person.identity, cls, "train"))
         tr = encoder.encode(tr_crops)
         te = encoder.encode(jitter_frames(crop, test, _seed(seed, person.identity, cls, "test")))
         k = min(imagine, train)
-        if k and getattr(editor, "can_edit", False):
+        if k and getattr(encoder, "can_edit", False):
             own = np.clip(np.nan_to_num(tr.av[:k]), -1, 1)
             targets = np.concatenate([own[:, None], np.broadcast_to(protos, (k, *protos.shape))], axis=1)
-            if imaginer is None:
-                flat = encoder.edit_and_encode(np.repeat(tr.code[:k], targets.shape[1], axis=0),
-                                               targets.reshape(-1, 2))
-            else:  # each crop rendered at its own targets by the imaginer's G, then read by the encoder
-                images = np.concatenate([imaginer.edit_images(tr_crops[i:i + 1], targets[i])[0] for i in range(k)])
-                flat = encoder.encode(images).code
+            flat = encoder.edit_and_encode(np.repeat(tr.edit_sources[:k], targets.shape[1], axis=0),
+                                           targets.reshape(-1, 2))
             edits = flat.reshape(k, targets.shape[1], -1)
         else:
             targets = np.zeros((0, len(imagined) + 1, 2), np.float32)
             edits = np.zeros((0, len(imagined) + 1, tr.code.shape[1]), np.float32)
-        out[cls] = Frames(tr.code, tr.av, tr.probs, te.code, edits.astype(np.float32), targets.astype(np.float32))
+        out[cls] = Frames(tr.code, tr.av, tr.probs, te.code, np.asarray(tr.edit_sources, np.float32),
+                          edits.astype(np.float32), targets.astype(np.float32))
     return out
 
 
@@ -319,7 +319,7 @@ def run_mlp(frames: dict[int, Frames], imag: dict[int, tuple[np.ndarray, ...]] |
 
 
 class _CachedEdits:
-    """An encoder's ``edit_and_encode`` answered from edits already computed (exact code and target)."""
+    """An encoder's ``edit_and_encode`` answered from edits already computed (exact edit source and target)."""
 
     def __init__(self, encoder: Any, frames: dict[int, Frames]) -> None:
         self.encoder = encoder
@@ -327,7 +327,7 @@ class _CachedEdits:
         for f in frames.values():
             for i in range(len(f.edits)):
                 for j in range(f.edits.shape[1]):
-                    self.table[f.train[i].tobytes() + f.edit_targets[i, j].tobytes()] = f.edits[i, j]
+                    self.table[f.train_edit[i].tobytes() + f.edit_targets[i, j].tobytes()] = f.edits[i, j]
         self.misses = 0
 
     def edit_and_encode(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -360,8 +360,8 @@ def run_mode(frames: dict[int, Frames], editor: Any, code_dim: int, true_labels:
             if editor is not None and memory.edits_wanted:
                 targets = memory.edit_targets(48)
                 if len(targets):
-                    memory.seed(editor.edit_and_encode(np.repeat(f.train[i][None], len(targets), 0), targets),
-                                targets)
+                    sources = np.repeat(f.train_edit[i][None], len(targets), 0)  # as the pipeline asks
+                    memory.seed(editor.edit_and_encode(sources, targets), targets)
         preds = {}
         for c in (NEUTRAL, HAPPY):
             readings = [memory.recall(Face(x, np.zeros(2, np.float32), np.full(NUM_EXPRESSIONS, np.nan), t))
@@ -388,15 +388,14 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(people: list[Person], encoder: Any, *, train: int = 20, test: int = 20, imagine: int = 5,
              scales: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0), mlp: bool = True, mode: bool = True, seed: int = 0,
-             distance_scale: float | None = None, imagine_scale: float | None = None, imaginer: Any = None,
+             distance_scale: float | None = None, imagine_scale: float | None = None,
              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every condition on every person; per split: the aggregate of each condition; per person: everything.
     ``distance_scale``: sigma of every memory, ``imagine_scale``: the offset scale of the mode and of
-    ``mlp+imagination`` (defaults: the mode's); ``imaginer``: an encoder whose generator renders the imagined
-    faces that ``encoder`` then encodes (default: ``encoder``'s own edits)."""
-    from ..modes.clifer import CliferRules
+    ``mlp+imagination`` (defaults: the mode's for ``encoder``, :func:`~..modes.clifer.rules_for`)."""
+    from ..modes.clifer import rules_for
 
-    rules = CliferRules()
+    rules = rules_for(encoder.name)
     if distance_scale is not None:
         rules = dataclasses.replace(rules, distance_scale=distance_scale)
     if imagine_scale is not None:
@@ -406,7 +405,7 @@ def evaluate(people: list[Person], encoder: Any, *, train: int = 20, test: int =
     per_person: dict[str, Any] = {}
     t0 = time.time()
     for k, person in enumerate(people):
-        frames = encode_person(encoder, person, train, test, imagine, imagined, seed, imaginer)
+        frames = encode_person(encoder, person, train, test, imagine, imagined, seed)
         res: dict[str, Any] = {"gdm": run_gdm(frames, episodic), "gdm+replay": run_gdm(frames, episodic, replay=True)}
         if len(frames[NEUTRAL].edits):
             res["clifer(direct)"] = run_gdm(frames, episodic, kind="direct", imagined=imagined)
@@ -437,7 +436,7 @@ def evaluate(people: list[Person], encoder: Any, *, train: int = 20, test: int =
             best = max(offsets, key=lambda n: splits["tune"][n]["episodic.p1.f1"]["mean"])
     return {"splits": splits, "people": per_person, "chosen_on_tune": best,
             "protocol": {"train_frames": train, "test_frames": test, "imagine_frames": imagine, "scales": list(scales),
-                         "imaginer": getattr(imaginer, "name", None),
+                         "imaginer": getattr(getattr(encoder, "editor", None), "name", None),
                          "minibatch": MINIBATCH, "epochs": EPOCHS, "imagined": list(imagined), "seed": seed,
                          "episodic": json.loads(episodic.to_json()),
                          "semantic": json.loads(semantic_config(episodic).to_json()),
@@ -549,11 +548,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="tune,val", help="comma-separated parts (tune, val, train)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N people per split")
     parser.add_argument("--pk-model", default=None, help="PK inference model (default: the shipped one)")
-    parser.add_argument("--encoder", default="pk", help="encoder (pk imagines; others run without imagination "
-                        "unless --imagine-with)")
+    parser.add_argument("--encoder", default="pk", help="encoder (pk and facechannel_pk imagine; others run without "
+                        "imagination unless --imagine-with)")
     parser.add_argument("--imagine-with", default=None, metavar="ENCODER",
                         help="an encoder that edits (pk) whose generator renders the imagined faces, which --encoder "
-                             "then encodes (default: --encoder's own edits)")
+                             "then encodes (--encoder facechannel --imagine-with pk = --encoder facechannel_pk)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-frames", type=int, default=20)
     parser.add_argument("--test-frames", type=int, default=20)
@@ -579,15 +578,19 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         from ..encoders import make_encoder
+        from ..encoders.facechannel_pk import FaceChannelPKEncoder, RenderedEditsEncoder
 
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-        encoder = make_encoder(args.encoder, args.pk_model if args.encoder == "pk" else None, args.device)
-        imaginer = None
+        if args.encoder == "facechannel_pk":
+            encoder = FaceChannelPKEncoder(None, args.device, pk_path=args.pk_model)
+        else:
+            encoder = make_encoder(args.encoder, args.pk_model if args.encoder == "pk" else None, args.device)
         if args.imagine_with:
             imaginer = make_encoder(args.imagine_with, args.pk_model if args.imagine_with == "pk" else None,
                                     args.device)
             if not imaginer.can_edit:
                 raise SystemExit(f"--imagine-with {args.imagine_with}: that encoder cannot edit faces")
+            encoder = RenderedEditsEncoder(encoder, imaginer)
         splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
         people = load_people(args.people, splits, args.cache_dir, args.limit)
         if not people:
@@ -595,12 +598,12 @@ def run(args: argparse.Namespace) -> int:
         report.update(evaluate(people, encoder, train=args.train_frames, test=args.test_frames,
                                imagine=args.imagine_frames, scales=args.scales, mlp=not args.no_mlp,
                                mode=not args.no_mode, seed=args.seed, distance_scale=args.distance_scale,
-                               imagine_scale=args.imagine_scale, imaginer=imaginer,
+                               imagine_scale=args.imagine_scale,
                                log=lambda m: print(m, file=sys.stderr, flush=True)))
         report["encoder"] = {"name": encoder.name, "weights": str(getattr(encoder, "path", "")),
                              "provenance_metrics": encoder.provenance.get("metrics", {})}
-        if imaginer is not None:
-            report["imaginer"] = {"name": imaginer.name, "weights": str(getattr(imaginer, "path", ""))}
+        if isinstance(encoder, RenderedEditsEncoder):
+            report["imaginer"] = {"name": encoder.editor.name, "weights": str(getattr(encoder.editor, "path", ""))}
     if not args.no_speed:
         report["speed"] = speed()
     text = json.dumps(report, indent=2)

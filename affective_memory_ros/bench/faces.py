@@ -140,7 +140,7 @@ def encoder_of_file(path: str | os.PathLike[str]) -> str:
 def build_encoders(models: Sequence[str], encoder: str | None, device: str = "cpu",
                    baseline: bool = True) -> tuple[dict[str, EncoderLike], str]:
     """The encoders to evaluate (by row name) and a note on the baseline ("" when it is there or not wanted)."""
-    from ..encoders import ENCODERS, make_encoder
+    from ..encoders import MODELS, make_encoder
 
     out: dict[str, EncoderLike] = {}
     if models:
@@ -148,7 +148,7 @@ def build_encoders(models: Sequence[str], encoder: str | None, device: str = "cp
             name = encoder or encoder_of_file(m)
             out[f"{name} ({Path(m).name})"] = make_encoder(name, m, device)
     else:
-        for name in ENCODERS:
+        for name in MODELS:
             out[f"{name} (shipped)"] = make_encoder(name, None, device)
     note = ""
     if baseline:

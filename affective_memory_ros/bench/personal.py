@@ -747,7 +747,8 @@ def rules_factory(changes: Mapping[str, Any], device: str = "cpu", encoder: str 
     def build() -> Any:
         pipeline = make()
         enc = pipeline.encoder
-        pipeline.memory_factory = lambda: PersonalMemory.create(settings, enc.code_dim, enc.can_edit, rules)
+        pipeline.memory_factory = lambda: PersonalMemory.create(settings, enc.code_dim,
+                                                                  enc.can_edit and enc.labelled_edits, rules)
         return pipeline
 
     return build

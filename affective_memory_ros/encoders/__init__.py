@@ -18,9 +18,13 @@ if TYPE_CHECKING:
 ENCODERS: dict[str, str] = {
     "pk": "affective_memory_ros.encoders.pk:PKEncoder",
     "facechannel": "affective_memory_ros.encoders.facechannel:FaceChannelEncoder",
+    "facechannel_pk": "affective_memory_ros.encoders.facechannel_pk:FaceChannelPKEncoder",
 }
+#: The encoders that are one model each (``facechannel_pk`` reads as the FaceChannel and edits with the PK's
+#: generator): what measuring every model's readings (``eval-faces``) needs.
+MODELS: tuple[str, ...] = ("pk", "facechannel")
 #: The FaceChannel reads real faces best (docs/facechannel.md) and needs no seeding edits; the PK remains
-#: for the modes that seed from edits (``paper``, ``clifer``).
+#: for the modes that seed from edits (``paper``), and ``facechannel_pk`` gives ``clifer`` its imagination.
 DEFAULT_ENCODER = "facechannel"
 
 

@@ -5,7 +5,10 @@ uint8 crops, :data:`~affective_memory_ros.perception.align.CROP_SIZE`) into, per
 face, a *code* (the vector a person's memory learns on), arousal/valence in
 [-1, 1], and probabilities over :data:`~affective_memory_ros.expressions.EXPRESSIONS`.
 Encoders with a generator (the PK) can also *edit* a face code towards target
-(arousal, valence) and re-encode the result, which P-AffMem's seeding needs.
+(arousal, valence) and re-encode the result, which P-AffMem's seeding and
+CLIFER's imagination need. An encoder may read faces with one model and edit
+them with another's generator (``facechannel_pk``): its edits then start from
+the generator's own code of the face (:attr:`Encoding.edit_codes`).
 
 Each model carries its own :class:`InputSpec` (size, channels, value range,
 layout), so resizing and scaling live with the model and nowhere else.
@@ -58,11 +61,19 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class Encoding:
-    """One batch's encoder output: ``code`` (N, D), ``av`` (N, 2) = (arousal, valence), ``probs`` (N, 8)."""
+    """One batch's encoder output: ``code`` (N, D), ``av`` (N, 2) = (arousal, valence), ``probs`` (N, 8), and
+    ``edit_codes`` (N, E): what :meth:`FaceEncoder.edit_and_encode` takes for each face, where that is not
+    ``code`` (an encoder that edits with another model's generator: its latent code); None = ``code``."""
 
     code: np.ndarray
     av: np.ndarray
     probs: np.ndarray
+    edit_codes: np.ndarray | None = None
+
+    @property
+    def edit_sources(self) -> np.ndarray:
+        """What :meth:`FaceEncoder.edit_and_encode` takes for each face: ``edit_codes``, else ``code``."""
+        return self.code if self.edit_codes is None else self.edit_codes
 
     def __len__(self) -> int:
         return int(self.code.shape[0])
@@ -80,6 +91,12 @@ class FaceEncoder(abc.ABC):
     name: ClassVar[str]
     #: True when :meth:`edit_and_encode` is available (a generator exists).
     can_edit: ClassVar[bool] = False
+    #: True when the encoder reads its own edits: the model that encodes the edited face is the one whose
+    #: code the generator was trained with (the PK's E and G), so an edit's code is a sample of its target
+    #: (arousal, valence), as P-AffMem's seeding learns it. False when the edits are another model's
+    #: renders read by this encoder (``facechannel_pk``): they serve CLIFER's imagination as offsets, and the
+    #: modes that learn edits as labelled samples run without them (:func:`~affective_memory_ros.modes.make_memory`).
+    labelled_edits: ClassVar[bool] = True
 
     input_spec: InputSpec
     code_dim: int
@@ -93,8 +110,13 @@ class FaceEncoder(abc.ABC):
         """Encode uint8 RGB aligned crops (N, 96, 96, 3) in one batched call."""
 
     def edit_and_encode(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Codes of the faces ``codes[i]`` re-rendered at ``targets[i]`` = (arousal, valence)."""
+        """Codes of the faces ``codes[i]`` (:attr:`Encoding.edit_sources`) re-rendered at ``targets[i]`` =
+        (arousal, valence)."""
         raise NotImplementedError(f"the {self.name} encoder cannot edit faces")
+
+    def render(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The faces a generator renders from ``codes[i]`` at ``targets[i]``, as uint8 RGB crops (N, H, W, 3)."""
+        raise NotImplementedError(f"the {self.name} encoder has no generator")
 
     def _load(self, path: str | os.PathLike[str] | None, default: str, device: str, precision: str,
               loader: Callable[[Path], tuple[torch.nn.Module, dict[str, Any]]]) -> torch.nn.Module:

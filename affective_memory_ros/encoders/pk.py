@@ -3,7 +3,7 @@
 Code: E's 50-d tanh z. Arousal/valence: D_em's reading of z. Expression
 probabilities: the categorical head on z where the model file has one
 (models trained before it existed give none, see :attr:`PKEncoder.has_classes`).
-Editing: G renders z at a target (arousal, valence), E re-encodes the result;
+Editing: G renders z at a target (arousal, valence) (:meth:`PKEncoder.render`), E re-encodes the result;
 all edits of all seeding persons go through one batch.
 
 Model, training and files: :mod:`affective_memory_ros.pk`.
@@ -66,12 +66,19 @@ class PKEncoder(FaceEncoder):
             return self.model.encoder(self.model.generator(zt, yt)).float().cpu().numpy()
 
     @torch.inference_mode()
+    def render(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The faces G renders from ``codes[i]`` at ``targets[i]``, as uint8 RGB crops (N, 96, 96, 3)."""
+        if len(codes) == 0:
+            return np.zeros((0, self.input_spec.size, self.input_spec.size, 3), np.uint8)
+        with self._autocast():
+            zt = torch.from_numpy(np.ascontiguousarray(codes, np.float32)).to(self.device)
+            yt = torch.from_numpy(np.ascontiguousarray(targets, np.float32)).to(self.device)
+            out = self.model.generator(zt, yt)
+        return ((out.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
     def edit_images(self, crops: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Edited faces as uint8 RGB: each crop rendered at every target -> (N, T, 96, 96, 3)."""
-        with self._autocast():
-            z = self.model.encoder(self.input_spec.to_tensor(crops, self.device))
-            n, t = z.shape[0], targets.shape[0]
-            y = torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
-            out = self.model.generator(z.repeat_interleave(t, 0), y.repeat(n, 1))
-        img = ((out.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        z = self.encode(crops).code
+        n, t = len(z), len(targets)
+        img = self.render(np.repeat(z, t, axis=0), np.tile(np.asarray(targets, np.float32), (n, 1)))
         return img.reshape(n, t, *img.shape[1:])

@@ -29,15 +29,17 @@ def mode_class(name: str) -> type[PersonMemory]:
     return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
 
 
-def make_memory(settings: MemorySettings, code_dim: int, can_edit: bool = True) -> PersonMemory:
+def make_memory(settings: MemorySettings, code_dim: int, can_edit: bool = True,
+                encoder: str | None = None) -> PersonMemory:
     """A new, empty memory in the configured mode for codes of ``code_dim``.
 
     ``can_edit`` says whether the encoder can edit faces; a mode that needs
     edits refuses (ValueError) when it cannot, one that can do without them
-    does without.
+    does without. ``encoder`` is the encoder's registry name (None: unknown);
+    modes whose defaults were chosen per encoder use it
+    (:meth:`~.base.PersonMemory.create_for`).
     """
-    cls = mode_class(settings.memory_mode)
-    return cls.create(settings, code_dim, can_edit)  # type: ignore[attr-defined,no-any-return]
+    return mode_class(settings.memory_mode).create_for(settings, code_dim, can_edit, encoder)
 
 
 __all__ = ["DEFAULT_MODE", "MODES", "Face", "MemoryPlane", "MemorySettings", "MemoryStateError",

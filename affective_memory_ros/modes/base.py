@@ -120,6 +120,20 @@ class PersonMemory(abc.ABC):
     #: True when the mode is seeded from an encoder's edits of the person's face.
     uses_edits: ClassVar[bool] = False
 
+    @classmethod
+    def create_for(cls, settings: MemorySettings, code_dim: int, can_edit: bool = True,
+                   encoder: str | None = None) -> PersonMemory:
+        """A new, empty memory for the codes of ``encoder`` (its registry name; None: unknown), through the
+        mode's ``create(settings, code_dim, can_edit)``. This default is for the modes that learn edits as
+        samples labelled with their targets (P-AffMem's seeding): an encoder whose edits are not such samples
+        (:attr:`~affective_memory_ros.encoders.base.FaceEncoder.labelled_edits` False) counts as one that
+        cannot edit. Modes whose defaults depend on the encoder override it (``clifer``)."""
+        if can_edit and encoder is not None:
+            from ..encoders import encoder_class
+
+            can_edit = encoder_class(encoder).labelled_edits
+        return cls.create(settings, code_dim, can_edit)  # type: ignore[attr-defined,no-any-return]
+
     @property
     def edits_wanted(self) -> int:
         """Edited faces this memory still wants before it is fully seeded (0: none)."""

@@ -1,4 +1,6 @@
-"""``clifer``: CLIFER's episodic + semantic memory per person, with imagination through the PK's generator.
+"""``clifer``: CLIFER's episodic + semantic memory per person, with imagination through the PK's generator
+(with ``encoder: pk``: the PK's codes; with ``encoder: facechannel_pk``: the FaceChannel's codes of G's renders,
+the form that reaches the remembering target, docs/clifer.md).
 
 CLIFER (Churamani & Gunes, FG 2020) learns each person's facial expressions continually with two
 memories (:class:`~affective_memory_ros.memory.gamma.DualMemory`): an episodic Gamma-GWR that learns
@@ -24,7 +26,8 @@ our PK's generator is conditioned on continuous arousal/valence, not on classes)
 what the generator changes between the face's own reading and the expression
 (``z + s (E(G(z, av_c)) - E(G(z, av_own)))``), which removes the re-encoding gap of ``E(G(.))``; with
 ``"direct"`` it is ``E(G(z, av_c))`` as in CLIFER. Each imagined code is learned with its class and its
-target arousal/valence.
+target arousal/valence. The rules' defaults depend on the encoder's codes (:func:`rules_for`): sigma and s
+were chosen on the tune split for the PK's and for ``facechannel_pk``'s.
 
 **Read-outs** (:meth:`CliferMemory.recall`, from the ``readout`` memory, episodic by default): arousal and
 valence as the activity-weighted mean of the running means of the best match and its neighbours (or the
@@ -74,7 +77,8 @@ class CliferRules:
     #: Temporal context depth K of the episodic memory (CLIFER 0; the GDM demo 5).
     context_depth: int = 0
     #: Activity scale sigma of both memories: a = exp(-d / sigma). CLIFER's is 1 (its encoder's 50-d tanh
-    #: latent); 0.5 was chosen on the tune split for the PK's, 0.1 for the FaceChannel's (docs/clifer.md).
+    #: latent); 0.5 was chosen on the tune split for the PK's, 0.1 for the FaceChannel's (docs/clifer.md;
+    #: :data:`ENCODER_RULES`).
     distance_scale: float = 0.5
     #: Imagine the person's expressions (needs an encoder that can edit).
     imagine: bool = True
@@ -83,7 +87,7 @@ class CliferRules:
     #: "offset" (ours) or "direct" (CLIFER's E(G(z, c))); see the module docstring.
     imagination: str = "offset"
     #: The offset's scale s (``imagination="offset"``); chosen on the tune split for the PK's edits
-    #: (docs/clifer.md; 1.5 for the FaceChannel's codes of the PK's renders, which the pipeline cannot make yet).
+    #: (docs/clifer.md; 1.5 for the FaceChannel's codes of the PK's renders, :data:`ENCODER_RULES`).
     imagine_scale: float = 0.25
     #: Expressions imagined (names from :data:`EXPRESSION_AV`).
     imagined: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear")
@@ -137,6 +141,23 @@ class CliferRules:
         if isinstance(data.get("imagined"), list):
             data["imagined"] = tuple(data["imagined"])
         return cls(**data)
+
+
+#: The rules that differ from :class:`CliferRules`' defaults (the PK's) for an encoder's codes, by registry
+#: name, chosen on the tune split (docs/clifer.md). sigma belongs to the code space: the FaceChannel's codes of
+#: one person lie closer under camera jitter (median 0.27, the PK's 1.75) and further apart between their
+#: expressions (3.6 vs 1.8). s belongs to the edits: the PK's G moves the FaceChannel's code ~5x less than a
+#: real expression does.
+ENCODER_RULES: dict[str, dict[str, float]] = {
+    "facechannel": {"distance_scale": 0.1},
+    "facechannel_pk": {"distance_scale": 0.1, "imagine_scale": 1.5},
+}
+
+
+def rules_for(encoder: str | None, context_depth: int = 0) -> CliferRules:
+    """The mode's default rules for the codes of ``encoder`` (a registry name; None or one without an entry in
+    :data:`ENCODER_RULES`: the defaults, chosen for the PK's codes)."""
+    return CliferRules(context_depth=context_depth, **ENCODER_RULES.get(encoder or "", {}))
 
 
 @dataclass(frozen=True)
@@ -209,10 +230,18 @@ class CliferMemory(PersonMemory):
     @classmethod
     def create(cls, settings: MemorySettings, code_dim: int, can_edit: bool = True,
                rules: CliferRules | None = None) -> CliferMemory:
-        rules = rules or CliferRules(context_depth=settings.context_depth)
+        """A new memory with ``rules`` (None: the defaults, the PK's, with ``settings.context_depth``)."""
+        rules = rules or rules_for(None, settings.context_depth)
         episodic, semantic = cls.configs(code_dim, settings.max_neurons, rules)
         edits = rules.imagine_frames * rules.group if rules.imagine and can_edit else 0
         return cls(DualMemory.create(episodic, semantic), rules, edits)
+
+    @classmethod
+    def create_for(cls, settings: MemorySettings, code_dim: int, can_edit: bool = True,
+                   encoder: str | None = None) -> CliferMemory:
+        """A new memory with the rules chosen for ``encoder``'s codes (:func:`rules_for`); imagination works
+        with any encoder that edits (its edits serve as offsets, labelled or not)."""
+        return cls.create(settings, code_dim, can_edit, rules_for(encoder, settings.context_depth))
 
     # ------------------------------------------------------------ imagination
     @property
