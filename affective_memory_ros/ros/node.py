@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.signals import uninstall_signal_handlers
 from sensor_msgs.msg import CompressedImage, Image
 
 from affective_memory_ros.msg import ArousalValence, MemoryState, PersonMemory, PersonsInView
@@ -61,6 +62,8 @@ MAX_PLAUSIBLE_LATENCY = 60.0
 #: How long a service or shutdown waits for the frame lock or a file write before giving up with a message.
 LOCK_TIMEOUT = 5.0
 WRITE_TIMEOUT = 30.0
+#: How long process exit waits for executor callbacks in flight (a service call, a timer) before it goes on.
+CALLBACK_TIMEOUT = 5.0
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
@@ -674,6 +677,23 @@ class AffectiveMemoryNode(LifecycleNode):
         store.retry()
 
 
+def _wait_for_callbacks(executor: Executor, timeout: float) -> bool:
+    """Let the executor start no more callbacks and wait up to ``timeout`` s for those running; True if none is.
+
+    ``Executor.shutdown(timeout_sec)`` is meant to do this, but in rclpy 7.1 (Jazzy) it never waits (it re-reads
+    the flag it has just set), so the MultiThreadedExecutor's thread pool is waited on here: callbacks queued but
+    not started are cancelled, running ones finish.
+    """
+    pool = getattr(executor, "_executor", None)
+    if pool is None:  # a single-threaded executor: its callbacks ran on the thread that is here now
+        return True
+    waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                              name="executor-drain", daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    return not waiter.is_alive()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv
     rclpy.init(args=args)
@@ -700,15 +720,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rclpy.ok():
             raise
     finally:
+        # First stop rclpy's signal thread. On SIGINT it triggers the SIGINT guard condition of every executor,
+        # reading their list without a lock; executor.shutdown() below unregisters and destroys this executor's
+        # guard condition and frees that list. A Ctrl-C can bring this thread here (an idle node has nothing to
+        # save) while the signal thread is still in that loop, which then triggers freed memory: SIGSEGV at exit.
+        # Uninstalling the handlers joins the signal thread, so the guard condition is never in use once destroyed.
+        uninstall_signal_handlers()
+        # Then no callback may run while finish() stops the frames, saves and removes what the callbacks use.
+        if executor is not None and not _wait_for_callbacks(executor, CALLBACK_TIMEOUT) and node is not None:
+            node.get_logger().warning(f"callbacks still running after {CALLBACK_TIMEOUT:g} s; stopping anyway")
         if node is not None:
             node.finish()
             if node.exit_code == 2 and node.startup_error:
                 print(f"affective_memory_node: {node.startup_error}", file=sys.stderr)
         if executor is not None:
-            # Wait for callbacks still running on the executor's threads (an image being decoded, a service
-            # call) before the node's handles are destroyed under them: destroying a subscription whose
-            # callback is in flight can crash the process at exit.
-            executor.shutdown(timeout_sec=5.0)
+            executor.shutdown(timeout_sec=0.0)  # the callbacks were waited for above
         if node is not None:
             with contextlib.suppress(Exception):
                 node.destroy_node()
