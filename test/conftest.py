@@ -20,9 +20,8 @@ HELPERS = Path(__file__).resolve().parent / "helpers"
 
 from affective_memory_ros.ros.harness import dds_environment  # noqa: E402 - rclpy-free: sets nothing itself
 
-# Fast DDS's defaults, as on a robot that has not set config/fastdds_large_images.xml (with it, 2 of 4 runs
-# of test_node_reliability's full-disk test gave the returning man a new ID: open, see the stop note).
-DDS_ENV = dds_environment(large_images=False)
+# Localhost-only DDS, this run's own domain ID, and the large-image Fast DDS profile (what the README asks of a robot).
+DDS_ENV = dds_environment()
 os.environ.update(DDS_ENV)
 
 

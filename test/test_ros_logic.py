@@ -339,7 +339,6 @@ def test_dds_environment_uses_the_profile_only_with_room_in_shared_memory_and_ne
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env["ROS_DOMAIN_ID"] == "7"
     assert Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).name == harness.DDS_PROFILE
     assert Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).is_file()
-    assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in harness.dds_environment(7, large_images=False)
     monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_bavail=16 << 8, f_frsize=4096))  # 16 MiB
     assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in harness.dds_environment(7)  # a container's small /dev/shm
     monkeypatch.setattr(os, "statvfs", lambda path: roomy)

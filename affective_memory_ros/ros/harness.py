@@ -49,11 +49,10 @@ def dds_profile() -> str | None:
     return next((str(p) for p in candidates if p.is_file()), None)
 
 
-def dds_environment(domain_id: int | None = None, large_images: bool = True) -> dict[str, str]:
+def dds_environment(domain_id: int | None = None) -> dict[str, str]:
     """Localhost-only DDS with a domain ID of this process's own (1..100, clear of ephemeral ports), and
-    with ``large_images`` large shared-memory segments for raw images (:func:`dds_profile`) unless the
-    caller set a Fast DDS profile of their own. The tests run without it: Fast DDS's defaults are what a
-    robot has until it sets the profile.
+    large shared-memory segments for raw images (:func:`dds_profile`) unless the caller set a Fast DDS
+    profile of their own.
 
     ``ROS_LOCALHOST_ONLY`` is deprecated in Jazzy and only adds warnings; the
     discovery range is what keeps DDS here. Without the profile, most raw 640x480 frames of a 30 fps
@@ -63,7 +62,7 @@ def dds_environment(domain_id: int | None = None, large_images: bool = True) -> 
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": str(domain_id if domain_id is not None else 1 + os.getpid() % 100),
     }
-    profile = None if not large_images or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") else dds_profile()
+    profile = None if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") else dds_profile()
     if profile:
         env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
     return env
