@@ -107,8 +107,8 @@ class Graph:
         The node processes the newest frame and drops the rest, so how many of
         the frames it sees depends on the machine: loop, don't count frames.
         The *last* messages decide, not the most frequent: a returning person
-        is published under a new ID for their first ``probe_frames`` frames and
-        then under their own once recognised (tracking.py's probation), and
+        is published under a new ID for their first ``PROBE_FRAMES - 1`` frames
+        and then under their own once recognised (tracking.py's probation), and
         with fast delivery those first frames can outnumber the rest after one
         pass of the clip.
         """
