@@ -20,7 +20,6 @@ HELPERS = Path(__file__).resolve().parent / "helpers"
 
 from affective_memory_ros.ros.harness import dds_environment  # noqa: E402 - rclpy-free: sets nothing itself
 
-# Localhost-only DDS, this run's own domain ID, and the large-image Fast DDS profile (what the README asks of a robot).
 DDS_ENV = dds_environment()
 os.environ.update(DDS_ENV)
 

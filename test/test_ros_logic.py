@@ -308,14 +308,13 @@ def test_a_run_time_change_must_keep_the_config_valid_as_a_whole() -> None:
 
 # ------------------------------------------------------------------ DDS profile for raw images
 def test_the_fast_dds_profile_carries_a_full_hd_rgb_image_in_shared_memory_and_keeps_udp() -> None:
-    """Fast DDS's default 512 KB shared-memory segment is smaller than one 640x480 RGB image, which then goes
-    over UDP fragments that best-effort camera topics lose (docs/pipeline.md)."""
+    """The optional profile (docs/pipeline.md, "Raw images and DDS"): Fast DDS's default 512 KB shared-memory
+    segment is smaller than one 640x480 RGB image, which then goes over UDP fragments that best-effort camera
+    topics lose."""
     import xml.etree.ElementTree as ET
 
-    from affective_memory_ros.ros.harness import DDS_PROFILE
-
     ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
-    root = ET.parse(Path(__file__).resolve().parents[1] / "config" / DDS_PROFILE).getroot()
+    root = ET.parse(Path(__file__).resolve().parents[1] / "config" / "fastdds_large_images.xml").getroot()
     kinds = {d.findtext("f:transport_id", namespaces=ns): d for d in root.iterfind(".//f:transport_descriptor", ns)}
     shm = [d for d in kinds.values() if d.findtext("f:type", namespaces=ns) == "SHM"]
     assert len(shm) == 1 and int(shm[0].findtext("f:segment_size", namespaces=ns)) >= 1920 * 1080 * 3 + 4096
@@ -325,22 +324,3 @@ def test_the_fast_dds_profile_carries_a_full_hd_rgb_image_in_shared_memory_and_k
     assert set(used) == set(kinds) and any(kinds[t].findtext("f:type", namespaces=ns) == "UDPv4" for t in used)
     assert participant.findtext(".//f:useBuiltinTransports", namespaces=ns) == "false"
 
-
-def test_dds_environment_uses_the_profile_only_with_room_in_shared_memory_and_never_overrides_the_users(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    from affective_memory_ros.ros import harness
-
-    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE", raising=False)
-    roomy = SimpleNamespace(f_bavail=1 << 20, f_frsize=4096)  # 4 GiB free
-    monkeypatch.setattr(os, "statvfs", lambda path: roomy)
-    env = harness.dds_environment(7)
-    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and env["ROS_DOMAIN_ID"] == "7"
-    assert Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).name == harness.DDS_PROFILE
-    assert Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"]).is_file()
-    monkeypatch.setattr(os, "statvfs", lambda path: SimpleNamespace(f_bavail=16 << 8, f_frsize=4096))  # 16 MiB
-    assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in harness.dds_environment(7)  # a container's small /dev/shm
-    monkeypatch.setattr(os, "statvfs", lambda path: roomy)
-    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/etc/robot/dds.xml")
-    assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in harness.dds_environment(7)  # the user's own profile stays

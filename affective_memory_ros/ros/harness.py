@@ -15,57 +15,23 @@ Free of rclpy, so a test's process can set the environment before rclpy is impor
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
-#: The Fast DDS profile for raw camera images between processes of one machine (config/).
-DDS_PROFILE = "fastdds_large_images.xml"
-#: Free shared memory below which the profile is not used: each process maps one 8 MB segment, and a
-#: container's 64 MB /dev/shm would run out (Fast DDS then falls back to UDP, with errors in the log).
-MIN_FREE_SHM = 1 << 30
-
-
-def dds_profile() -> str | None:
-    """The package's Fast DDS profile (config/fastdds_large_images.xml, source tree or installed share), or
-    None when it cannot be found or /dev/shm has too little room for its segments."""
-    try:
-        shm = os.statvfs("/dev/shm")
-        if shm.f_bavail * shm.f_frsize < MIN_FREE_SHM:
-            return None
-    except OSError:
-        return None
-    candidates = [Path(__file__).resolve().parents[2] / "config" / DDS_PROFILE]
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-        with contextlib.suppress(PackageNotFoundError):
-            candidates.append(Path(get_package_share_directory("affective_memory_ros")) / "config" / DDS_PROFILE)
-    except ImportError:
-        pass
-    return next((str(p) for p in candidates if p.is_file()), None)
-
 
 def dds_environment(domain_id: int | None = None) -> dict[str, str]:
-    """Localhost-only DDS with a domain ID of this process's own (1..100, clear of ephemeral ports), and
-    large shared-memory segments for raw images (:func:`dds_profile`) unless the caller set a Fast DDS
-    profile of their own.
+    """Localhost-only DDS with a domain ID of this process's own (1..100, clear of ephemeral ports).
 
     ``ROS_LOCALHOST_ONLY`` is deprecated in Jazzy and only adds warnings; the
-    discovery range is what keeps DDS here. Without the profile, most raw 640x480 frames of a 30 fps
-    camera never reach the node (docs/pipeline.md, "Raw images and DDS").
+    discovery range is what keeps DDS here.
     """
-    env = {
+    return {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_DOMAIN_ID": str(domain_id if domain_id is not None else 1 + os.getpid() % 100),
     }
-    profile = None if os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE") else dds_profile()
-    if profile:
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
-    return env
 
 
 def node_command(params_file: str | None = None, *overrides: str, camera: str | None = None,
