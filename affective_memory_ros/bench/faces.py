@@ -29,7 +29,6 @@ could not fetch it).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -37,9 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..expressions import EXPRESSIONS
+from . import to_json
 
 if TYPE_CHECKING:  # the command line's parser stays free of torch; run() imports the models
     from ..facesets import EncoderLike
@@ -86,21 +84,6 @@ def _finite(v: Any) -> bool:
 
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if _finite(v) else "–"
-
-
-def to_json(report: dict[str, Any]) -> str:
-    """JSON with NaN written as null."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        if isinstance(o, float | np.floating):
-            return float(o) if math.isfinite(o) else None
-        if isinstance(o, np.integer):
-            return int(o)
-        return o
-    return json.dumps(clean(report), indent=1)
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from ..splits import split_of
+from . import to_json
 
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 SEED_FRAMES = 25  # the paper's first second at 25 fps; seeding frames are never scored
@@ -669,26 +670,6 @@ def markdown(report: dict[str, Any]) -> str:
                       f"{m.get('torch_threads')} thread" + (f"; load average {load[0]} at the start" if load else "")
                   + "."]
     return "\n".join(lines) + "\n"
-
-
-def to_json(report: dict[str, Any]) -> str:
-    """JSON with NaN as null and ±inf as the strings "inf"/"-inf"."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        if isinstance(o, np.ndarray):
-            return clean(o.tolist())
-        if isinstance(o, bool | np.bool_):
-            return bool(o)
-        if isinstance(o, float | np.floating):
-            f = float(o)
-            return f if math.isfinite(f) else (None if math.isnan(f) else ("inf" if f > 0 else "-inf"))
-        if isinstance(o, np.integer):
-            return int(o)
-        return o
-    return json.dumps(clean(report), indent=1)
 
 
 def from_json(text: str) -> dict[str, Any]:

@@ -54,6 +54,7 @@ import numpy as np
 from ..perception.align import CROP_SIZE
 from ..perception.appearance import DEFAULT_REID_THRESHOLD, PROBE_FRAMES, Gallery, appearance_embedding
 from ..splits import split_of
+from . import to_json
 
 FRAMES = Gallery.BLOCK  # jittered frames per photo: one stored template
 RANKS = {"train": 0, "tune": 1, "val": 2}  # how held out a split is
@@ -524,21 +525,6 @@ def markdown(report: dict[str, Any]) -> str:
                      f"ms for one face, {c['gallery_match_ms']} ms per Gallery.match over "
                      f"{c['gallery_match_persons']} persons.")
     return "\n".join(lines) + "\n"
-
-
-def to_json(report: dict[str, Any]) -> str:
-    """JSON with NaN written as null."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        if isinstance(o, float | np.floating):
-            return float(o) if math.isfinite(o) else None
-        if isinstance(o, np.integer | np.bool_):
-            return o.item()
-        return o
-    return json.dumps(clean(report), indent=1)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
