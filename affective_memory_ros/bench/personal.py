@@ -719,6 +719,7 @@ def rules_factory(changes: Mapping[str, Any], device: str = "cpu", encoder: str 
     import dataclasses
 
     from ..modes import MemorySettings
+    from ..modes.base import learns_edits
     from ..modes.personal import PersonalMemory, PersonalRules
 
     rules = dataclasses.replace(PersonalRules(), **changes)
@@ -729,7 +730,7 @@ def rules_factory(changes: Mapping[str, Any], device: str = "cpu", encoder: str 
         pipeline = make()
         enc = pipeline.encoder
         pipeline.memory_factory = lambda: PersonalMemory.create(settings, enc.code_dim,
-                                                                  enc.can_edit and enc.labelled_edits, rules)
+                                                                  learns_edits(enc.can_edit, enc.name), rules)
         return pipeline
 
     return build

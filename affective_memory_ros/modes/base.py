@@ -110,6 +110,17 @@ class MemoryPlane:
     born: np.ndarray
 
 
+def learns_edits(can_edit: bool, encoder: str | None) -> bool:
+    """Whether a memory that learns edits as samples labelled with their targets (P-AffMem's seeding) gets
+    edits from ``encoder`` (a registry name; None: unknown, trust ``can_edit``): it must edit faces and read
+    its own edits (:attr:`~affective_memory_ros.encoders.base.FaceEncoder.labelled_edits`)."""
+    if not can_edit or encoder is None:
+        return can_edit
+    from ..encoders import encoder_class
+
+    return encoder_class(encoder).labelled_edits
+
+
 class PersonMemory(abc.ABC):
     """One person's affective memory in one mode."""
 
@@ -128,11 +139,7 @@ class PersonMemory(abc.ABC):
         samples labelled with their targets (P-AffMem's seeding): an encoder whose edits are not such samples
         (:attr:`~affective_memory_ros.encoders.base.FaceEncoder.labelled_edits` False) counts as one that
         cannot edit. Modes whose defaults depend on the encoder override it (``clifer``)."""
-        if can_edit and encoder is not None:
-            from ..encoders import encoder_class
-
-            can_edit = encoder_class(encoder).labelled_edits
-        return cls.create(settings, code_dim, can_edit)  # type: ignore[attr-defined,no-any-return]
+        return cls.create(settings, code_dim, learns_edits(can_edit, encoder))  # type: ignore[attr-defined,no-any-return]
 
     @property
     def edits_wanted(self) -> int:
