@@ -204,7 +204,14 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
     assert runs[1][0].seeding, "and a fresh memory from its first frame"
     files = sorted(p.stem for p in store.glob("*.safetensors"))
     assert files == sorted(man | woman), "two people, two files"
-    assert man_again == man, "the same person returning after a restart gets his own ID"
+    # A returning face that one frame does not recognise is published under a provisional ID until its
+    # probation's mean recognises it (tracking.py): at most PROBE_FRAMES - 1 messages, whichever frames DDS
+    # happens to deliver first. From then on, and in the store, he is only himself.
+    from affective_memory_ros.perception.appearance import PROBE_FRAMES
+
+    assert ids_of(runs[2][PROBE_FRAMES - 1:]) == man, "the same person returning after a restart gets his own ID"
+    assert len(man_again - man) <= 1, man_again
+    assert sorted(p.stem for p in store.glob("*.safetensors")) == files, "a provisional ID is never stored"
     assert not runs[2][-1].seeding and runs[2][-1].num_neurons > 0
     (him,) = man
     assert frames_seen[2][him] >= frames_seen[0][him] + len(runs[2]) - 8, \
