@@ -24,13 +24,10 @@ ROS-free: the node and the CLI are thin adapters over :class:`AffectPipeline`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +42,7 @@ from .perception.appearance import DEFAULT_REID_THRESHOLD, Gallery, appearance_e
 from .perception.detectors import DEFAULT_DETECTOR, DETECTORS, make_detector
 from .perception.tracking import PersonTracker
 from .person import LoadedPerson, Person, PersonSnapshot, check_person_id, new_person_id, snapshot
+from .seed_worker import SeedWorker
 from .settings import check, setting
 from .store import PersonStore
 
@@ -132,14 +130,6 @@ class _InlineFuture:
         return self._value
 
 
-def _lowest_priority() -> None:
-    """Seeding yields the cores to the frame path: the worker thread (and the math threads it starts, which
-    inherit it on Linux) runs at the lowest scheduling priority. On a busy 2-core CPU this took the node's
-    p99 latency with a newcomer arriving from 209-245 ms to 115-167 ms (docs/pipeline.md)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
 class AffectPipeline:
     def __init__(self, config: PipelineConfig | None = None, memory: MemorySettings | None = None,
                  store: PersonStore | None = None, *, background: bool = False,
@@ -164,8 +154,10 @@ class AffectPipeline:
         self.tracker = PersonTracker(self.gallery, self._new_id)
         self.persons: OrderedDict[str, Person] = OrderedDict()  # least recently seen first
         self._rng = np.random.default_rng(cfg.seed)
-        self._seeder = ThreadPoolExecutor(1, thread_name_prefix="affect-seed",
-                                          initializer=_lowest_priority) if background else None
+        self._background = background
+        # Started now when new persons will want edits (its model loads before the first newcomer), else on need.
+        self._seeder = (SeedWorker(self.encoder, cfg.encoder_weights or None)
+                        if background and self.encoder.can_edit and self.memory_factory().edits_wanted > 0 else None)
         self._seeding: tuple[Future[np.ndarray] | _InlineFuture, list[tuple[Person, int]], np.ndarray] | None = None
         self.times = StageTimes()
         #: (time, message) of recent per-person failures (a bad memory never spoils anyone else's output).
@@ -173,7 +165,7 @@ class AffectPipeline:
 
     def close(self) -> None:
         if self._seeder is not None:
-            self._seeder.shutdown(wait=False, cancel_futures=True)
+            self._seeder.close()
 
     def _new_id(self) -> str:
         return new_person_id(lambda pid: pid in self.persons or pid in self.gallery or self.store.has(pid)
@@ -317,10 +309,12 @@ class AffectPipeline:
         jobs = [(p, len(t)) for _, p, t in asked]
         rows = np.repeat(codes[[i for i, _, _ in asked]], [len(t) for _, _, t in asked], axis=0)
         targets = np.concatenate([t for _, _, t in asked]).astype(np.float32)
+        if self._background and self._seeder is None:
+            self._seeder = SeedWorker(self.encoder, self.config.encoder_weights or None)
         if self._seeder is None:
             future: Future[np.ndarray] | _InlineFuture = _InlineFuture(self.encoder.edit_and_encode(rows, targets))
         else:
-            future = self._seeder.submit(self.encoder.edit_and_encode, rows, targets)
+            future = self._seeder.submit(rows, targets)
         self._seeding = (future, jobs, targets)
 
     def _collect(self) -> None:

@@ -118,7 +118,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("memory", "perception", "pk", "facechannel"),
     ("encoders", "modes"),
     ("facesets", "pk.data", "pk.train", "pk.evaluate", "pk.recipe", "facechannel.train"),
-    ("person",),
+    ("person", "seed_worker"),
     ("store",),
     ("pipeline", "recordings", "evaluation", "visualize"),
     ("cli", "ros", "bench"),

@@ -91,12 +91,13 @@ class FallbackUpdater:
         self.publisher.publish(msg)
 
 
-def make_updater(node: Any) -> tuple[Any, str]:
-    """(updater, which): diagnostic_updater's Updater where installed, else the stand-in."""
+def make_updater(node: Any, **timer_kwargs: Any) -> tuple[Any, str]:
+    """(updater, which): diagnostic_updater's Updater where installed, else the stand-in (its timer created
+    with ``timer_kwargs``, e.g. a callback group; diagnostic_updater's own timer is in the node's default group)."""
     try:
         from diagnostic_updater import Updater
     except ImportError:
-        return FallbackUpdater(node), "built-in (diagnostic_updater is not installed)"
+        return FallbackUpdater(node, **timer_kwargs), "built-in (diagnostic_updater is not installed)"
     return Updater(node), "diagnostic_updater"
 
 

@@ -21,6 +21,10 @@ topics under ``humans/`` (:mod:`.hri`); ``/diagnostics`` through
 diagnostic_updater (:mod:`.diagnostics`). A namespace moves them all.
 
 The newest frame is processed on a worker thread and stale ones are dropped.
+Executor callbacks never wait for that thread: frame callbacks only hand the
+message over, timers that need the pipeline hand their job to the worker when
+it is busy (:meth:`AffectiveMemoryNode._timer_job`), and callback groups keep
+rclpy's executor from spinning on a busy group (docs/pipeline.md, latency).
 Everything about files is the store's policy, shared with ``affective-memory
 run``; file reads and writes never happen while the frame lock is held.
 """
@@ -33,12 +37,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -89,6 +93,8 @@ class AffectiveMemoryNode(LifecycleNode):
         self._lock = threading.Lock()  # guards the pipeline between worker, services and timers
         self._cv = threading.Condition()  # newest-frame handoff: the subscription overwrites, the worker takes
         self._latest: Any = None
+        #: Timer jobs that found the frame lock taken; the frame worker runs them after its frame (see _timer_job).
+        self._deferred: dict[str, Callable[[], None]] = {}
         self._running = False
         self._worker: threading.Thread | None = None
         self._pubs: dict[str, Any] = {}
@@ -105,8 +111,15 @@ class AffectiveMemoryNode(LifecycleNode):
         self._warned: dict[str, float] = {}
         self._errors_logged = 0.0
         self.input_topic = ""
-        self._io_group = MutuallyExclusiveCallbackGroup()  # services and timers that touch the store
-        self.updater, updater_kind = make_updater(self)
+        # Callback groups. rclpy 7.1's MultiThreadedExecutor re-offers a ready entity whose mutually exclusive
+        # group is busy in a tight loop that holds the GIL until the group is free (measured: the camera
+        # subscription offered 2,800-4,300 times/s), and the frame worker then waits for the GIL after every
+        # PyTorch call: 0.1-1.6 s stalls with newcomers (docs/pipeline.md). So nothing shares a mutually exclusive
+        # group with a callback that can take long: frames go to a reentrant group (their callbacks only hand
+        # the message over), each timer has its own group, and only the services share one.
+        self._io_group = MutuallyExclusiveCallbackGroup()  # the services that read and write memories
+        self._frames_group = ReentrantCallbackGroup()
+        self.updater, updater_kind = make_updater(self, callback_group=MutuallyExclusiveCallbackGroup())
         self.updater.setHardwareID("none")
         scope = self.get_namespace().strip("/")
         prefix = f"{scope}/" if scope else ""
@@ -155,9 +168,18 @@ class AffectiveMemoryNode(LifecycleNode):
         self.store = PersonStore(store_cfg.store_dir or None, background=True)
         self._log_new_errors()  # files put aside while the store was opened, before the models load
         self.allow_external_paths = store_cfg.allow_external_paths
+        # Loading takes seconds: say so (the lifecycle state says "configuring" too, for a manager).
+        self.get_logger().info(f"configuring: loading the {pipeline_cfg.encoder} encoder and the "
+                               f"{pipeline_cfg.detector} detector")
         self.pipeline = AffectPipeline(pipeline_cfg, memory_cfg, self.store, background=True,
                                        load_from_store=store_cfg.load_on_start)
         self._log_new_errors()  # files put aside while the store's signatures were read
+        # Python's full garbage collection walks every tracked object (~430k once torch, rclpy and the models
+        # are loaded: ~190 ms on a 2-core CPU) while holding the GIL, so whichever thread triggers it stalls
+        # the frame thread: 135-860 ms stalls with newcomers (docs/pipeline.md). What is loaded now lives as
+        # long as the configuration; frozen, collections walk only what is newer. _release unfreezes.
+        gc.collect()
+        gc.freeze()
         if c.input_mode == "ros4hri" and not hri.pipeline_takes_faces(self.pipeline):
             raise ConfigurationError(
                 "input_mode ros4hri is not available yet: it needs the pipeline entry "
@@ -219,16 +241,20 @@ class AffectiveMemoryNode(LifecycleNode):
             if c.input_mode == "camera":
                 msg_type = Image if c.image_transport == "raw" else CompressedImage
                 self._frame_subs.append(self.create_subscription(msg_type, self.input_topic, self._on_image,
-                                                           qos_profile_sensor_data))
+                                                                 qos_profile_sensor_data,
+                                                                 callback_group=self._frames_group))
             else:
                 self._faces = hri.FaceImageCollector()
                 self._frame_subs.append(self.create_subscription(self._hri_msgs.IdsList, "humans/faces/tracked",
-                                                           self._on_tracked_faces, 10))
-            self._frame_timers.append(self.create_timer(1.0 / c.memory_state_rate, self._publish_state,
-                                                  callback_group=self._io_group))
+                                                                 self._on_tracked_faces, 10,
+                                                                 callback_group=MutuallyExclusiveCallbackGroup()))
+            self._frame_timers.append(self.create_timer(1.0 / c.memory_state_rate,
+                                                        lambda: self._timer_job(self._publish_state),
+                                                        callback_group=MutuallyExclusiveCallbackGroup()))
             period = self.get_parameter("autosave_period").value
             if period > 0 and self.store is not None and self.store.enabled:
-                self._frame_timers.append(self.create_timer(period, self._autosave, callback_group=self._io_group))
+                self._frame_timers.append(self.create_timer(period, lambda: self._timer_job(self._autosave),
+                                                            callback_group=MutuallyExclusiveCallbackGroup()))
             result = super().on_activate(state)
             self.get_logger().info(f"active: listening on {self.input_topic}")
             return result
@@ -263,6 +289,8 @@ class AffectiveMemoryNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
+        with self._cv:
+            self._deferred.clear()  # their timers are gone
         with self._hri_lock:
             self._retire_faces(self._hri_faces.clear() + list(self._input_faces.items()))
             self._input_faces.clear()
@@ -286,6 +314,7 @@ class AffectiveMemoryNode(LifecycleNode):
         had_models = self.pipeline is not None
         self.pipeline = self.store = None
         if had_models:
+            gc.unfreeze()  # the models (frozen at configure) can be collected again
             gc.collect()
             torch = sys.modules.get("torch")
             if torch is not None and torch.cuda.is_available():
@@ -341,6 +370,36 @@ class AffectiveMemoryNode(LifecycleNode):
         finally:
             self._lock.release()
 
+    def _timer_job(self, job: Callable[[], None]) -> None:
+        """Run a timer's ``job`` with the frame lock held, never waiting for it in an executor thread.
+
+        When the frame worker holds the lock, the job goes to the worker, which runs it right after its frame.
+        A timer that waited instead kept an executor thread (and its callback group) busy for a frame; rclpy
+        7.1's MultiThreadedExecutor then re-offers every ready entity thousands of times a second while its
+        threads are busy (measured: the camera subscription 2,800-4,300 times/s at 30 fps input), and that
+        loop holds the GIL, so the frame worker, waiting for the GIL after each PyTorch call, stalled for
+        0.1-1.6 s with newcomers (docs/pipeline.md).
+        """
+        if self._lock.acquire(blocking=False):
+            try:
+                job()
+            finally:
+                self._lock.release()
+            return
+        with self._cv:
+            self._deferred[job.__name__] = job  # one pending run per job
+            self._cv.notify()
+
+    def _run_deferred(self) -> None:
+        with self._cv:
+            jobs, self._deferred = list(self._deferred.values()), {}
+        for job in jobs:
+            try:
+                with self._lock:
+                    job()
+            except Exception as exc:
+                self._warn_once(f"{job.__name__} failed: {type(exc).__name__}: {exc}")
+
     # -------------------------------------------------------------- frames
     def _on_image(self, msg: Any) -> None:
         with self._cv:
@@ -366,7 +425,7 @@ class AffectiveMemoryNode(LifecycleNode):
             try:
                 self._face_subs[face] = self.create_subscription(
                     Image, f"humans/faces/{face}/{kind}", lambda m, f=face: self._on_face_image(f, m),
-                    qos_profile_sensor_data)
+                    qos_profile_sensor_data, callback_group=self._frames_group)
             except Exception as exc:  # an upstream ID that is no valid ROS name
                 self._warn_once(f"cannot follow face {face!r}: {exc}")
 
@@ -388,11 +447,13 @@ class AffectiveMemoryNode(LifecycleNode):
     def _work(self) -> None:
         while self._running:
             with self._cv:
-                while self._latest is None and self._running:
+                while self._latest is None and not self._deferred and self._running:
                     self._cv.wait(timeout=0.5)
                 job, self._latest = self._latest, None
                 if isinstance(job, hri.FaceImageCollector):
                     job = job.take()
+            if self._deferred and self._running:
+                self._run_deferred()
             if job is None:
                 continue
             try:
@@ -531,17 +592,13 @@ class AffectiveMemoryNode(LifecycleNode):
 
     # ------------------------------------------------------------ outputs
     def _publish_state(self) -> None:
+        """The memory-state message (a :meth:`_timer_job`: the frame lock is held)."""
         pipeline = self.pipeline
-        if pipeline is None:
+        if pipeline is None or "state" not in self._pubs:
             return
         msg = MemoryState()
         msg.header.stamp = self.get_clock().now().to_msg()
-        try:
-            with self._locked():
-                summaries = pipeline.summaries()
-        except TimeoutError:
-            return
-        for s in summaries:
+        for s in pipeline.summaries():
             pm = PersonMemory()
             pm.person_id = s.person_id
             pm.num_neurons, pm.num_edges = s.summary.num_neurons, s.summary.num_edges
@@ -664,16 +721,12 @@ class AffectiveMemoryNode(LifecycleNode):
 
     # ---------------------------------------------------------- persistence
     def _autosave(self) -> None:
-        """Changed memories are copied under the lock and written by the store's I/O thread."""
+        """Changed memories are copied (a :meth:`_timer_job`: the frame lock is held) and written by the
+        store's I/O thread."""
         pipeline, store = self.pipeline, self.store
         if pipeline is None or store is None:
             return
-        try:
-            with self._locked():
-                snaps = pipeline.snapshots(changed_only=True)
-        except TimeoutError:
-            return
-        store.submit(store.save_all, snaps)
+        store.submit(store.save_all, pipeline.snapshots(changed_only=True))
         store.retry()
 
 
