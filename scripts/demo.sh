@@ -12,4 +12,6 @@ cd "$ROOT"
 # DDS never leaves this machine; the demo's own domain ID.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((1 + $$ % 100))}"
+# Raw frames through shared memory for the demo's camera and node alike: every frame arrives (docs/pipeline.md).
+export FASTRTPS_DEFAULT_PROFILES_FILE="${FASTRTPS_DEFAULT_PROFILES_FILE:-$ROOT/config/fastdds_large_images.xml}"
 exec python -P -m affective_memory_ros.ros.demo "$@"

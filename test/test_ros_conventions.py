@@ -176,6 +176,13 @@ def test_two_instances_for_two_cameras_run_side_by_side(graph: dict[str, Any], m
         assert f"{ns}/affect/reset_person" in names and f"{ns}/affect/in_view" in names
     assert frames_status(graph, "left/frames")["input"] == LEFT_CAM
     assert frames_status(graph, "right/frames")["input"] == f"{RIGHT_CAM}/compressed"
+    # The camera is taken by the frame worker through a hidden node in the same namespace, on the remapped
+    # topic, outside the node's executor (docs/ros.md, camera input); the node itself subscribes to no camera.
+    for ns, topic in (("/left", LEFT_CAM), ("/right", f"{RIGHT_CAM}/compressed")):
+        frames = graph["probe"].get_subscriber_names_and_types_by_node("_affective_memory_frames", ns)
+        assert [n for n, _ in frames] == [topic], frames
+        own = graph["probe"].get_subscriber_names_and_types_by_node("affective_memory", ns)
+        assert topic not in [n for n, _ in own], own
 
 
 def test_bad_compressed_images_are_refused_and_reported(graph: dict[str, Any]) -> None:

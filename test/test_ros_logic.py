@@ -236,6 +236,25 @@ def test_levels_follow_drop_ratio_latency_stalls_and_refusals(kw: dict[str, Any]
     assert got == level and words in message, (got, message)
 
 
+def test_a_worker_stuck_on_one_frame_is_an_error_though_no_frame_is_received_meanwhile() -> None:
+    """The node's worker takes images only when it is ready for one, so a worker stuck on a frame takes none:
+    "nothing received" must not read as a healthy idle input."""
+    clock = [0.0]
+    stats = FrameStats(window=10.0, clock=lambda: clock[0])
+    stats.on_received(replaced_unprocessed=False)
+    stats.working(True)
+    clock[0] = 4.0
+    assert frames_level(stats.report(), Thresholds())[0] != ERROR  # a slow frame is not yet a stall
+    clock[0] = 12.5
+    r = stats.report()
+    assert r.busy_s == pytest.approx(12.5) and r.received_in_window == 0
+    level, message = frames_level(r, Thresholds())
+    assert level == ERROR and "one frame has been processing for 12 s" in message, message
+    stats.on_processed(0.05, 1)
+    stats.working(False)
+    assert stats.report().busy_s == 0.0
+
+
 def test_the_stand_in_updater_publishes_what_diagnostic_updater_publishes(rclpy_context: object) -> None:
     """Same parameter, same status names ("<node>: <task>"), levels and values; real rclpy, one process."""
     import rclpy

@@ -148,6 +148,8 @@ class FrameReport:
     in_view: int
     last_refusal: str
     window_s: float
+    #: Seconds the frame worker has spent on the frame it is processing now (0 when it waits for one).
+    busy_s: float = 0.0
 
 
 class FrameStats:
@@ -160,6 +162,7 @@ class FrameStats:
         self.received = self.processed = self.dropped = self.refused = self.stamps_out_of_range = 0
         self.in_view = 0
         self.last_refusal = ""
+        self._busy_since: float | None = None
         self._latencies: deque[tuple[float, float]] = deque(maxlen=2000)  # (when, seconds)
         self._meters = {k: RateMeter(window) for k in ("received", "processed", "dropped", "refused")}
 
@@ -167,6 +170,12 @@ class FrameStats:
         with self._lock:
             self.received += 1
             self.dropped += int(replaced_unprocessed)
+
+    def working(self, active: bool) -> None:
+        """The worker starts (True) or ends (False) a frame. The node's worker takes images only when it is
+        ready for one, so a worker stuck on a frame takes none: "received" cannot show it, this does."""
+        with self._lock:
+            self._busy_since = self.clock() if active else None
 
     def on_refused(self, reason: str) -> None:
         with self._lock:
@@ -196,7 +205,8 @@ class FrameStats:
                 received_w, self._meters["processed"].change(), self._meters["refused"].change(),
                 round(dropped_w / received_w, 3) if received_w else 0.0,
                 round(_percentile(recent, 50) * 1e3, 1), round(_percentile(recent, 99) * 1e3, 1),
-                self.in_view, self.last_refusal, self.window)
+                self.in_view, self.last_refusal, self.window,
+                round(now - self._busy_since, 2) if self._busy_since is not None else 0.0)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -217,6 +227,8 @@ class Thresholds:
 def frames_level(r: FrameReport, t: Thresholds) -> tuple[Any, str]:
     """(level, message) of the frame path from a report."""
     refused_in_window = r.refused_in_window
+    if r.busy_s >= r.window_s:
+        return ERROR, f"stalled: one frame has been processing for {r.busy_s:.0f} s"
     if r.received_in_window > refused_in_window and r.processed_in_window == 0:
         return ERROR, (f"stalled: {r.received_in_window} frames arrived in the last {r.window_s:g} s and none was "
                        "processed")

@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from rclpy.signals import uninstall_signal_handlers
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -100,6 +101,8 @@ class AffectiveMemoryNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._own_services: list[Any] = []
         self._frame_subs: list[Any] = []
+        self._camera: tuple[Any, SingleThreadedExecutor, Any] | None = None  # the frame worker's own input
+        self._raw_frames: list[bytes] = []  # serialized images taken in one _take_frame
         self._frame_timers: list[Any] = []
         self._face_subs: dict[str, Any] = {}
         self._faces: hri.FaceImageCollector | None = None
@@ -236,13 +239,8 @@ class AffectiveMemoryNode(LifecycleNode):
             c = self.cfg
             self.stats = FrameStats()
             self._running = True
-            self._worker = threading.Thread(target=self._work, name="affect-worker", daemon=True)
-            self._worker.start()
             if c.input_mode == "camera":
-                msg_type = Image if c.image_transport == "raw" else CompressedImage
-                self._frame_subs.append(self.create_subscription(msg_type, self.input_topic, self._on_image,
-                                                                 qos_profile_sensor_data,
-                                                                 callback_group=self._frames_group))
+                self._open_camera(Image if c.image_transport == "raw" else CompressedImage)
             else:
                 self._faces = hri.FaceImageCollector()
                 self._frame_subs.append(self.create_subscription(self._hri_msgs.IdsList, "humans/faces/tracked",
@@ -255,6 +253,8 @@ class AffectiveMemoryNode(LifecycleNode):
             if period > 0 and self.store is not None and self.store.enabled:
                 self._frame_timers.append(self.create_timer(period, lambda: self._timer_job(self._autosave),
                                                             callback_group=MutuallyExclusiveCallbackGroup()))
+            self._worker = threading.Thread(target=self._work, name="affect-worker", daemon=True)
+            self._worker.start()
             result = super().on_activate(state)
             self.get_logger().info(f"active: listening on {self.input_topic}")
             return result
@@ -289,6 +289,7 @@ class AffectiveMemoryNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
+        self._close_camera()
         with self._cv:
             self._deferred.clear()  # their timers are gone
         with self._hri_lock:
@@ -401,6 +402,61 @@ class AffectiveMemoryNode(LifecycleNode):
                 self._warn_once(f"{job.__name__} failed: {type(exc).__name__}: {exc}")
 
     # -------------------------------------------------------------- frames
+    def _open_camera(self, msg_type: Any) -> None:
+        """The camera input, taken by the frame worker itself when it is ready for a frame (see _take_frame).
+
+        A subscription in the node's executor takes every delivered image off DDS into a Python message
+        (0.9 MB each at 30 fps) while the worker is busy with the previous one, and the two threads then trade
+        the GIL after every PyTorch call: 100-300 ms stalls with newcomers (docs/pipeline.md). So the
+        subscription lives in a hidden node of its own (``_<name>_frames``, same namespace, on the topic this
+        node resolved with its remappings), outside the node's executor, and takes serialized bytes; the
+        worker, when it has finished a frame, takes what DDS holds (the sensor-data depth, 5) and turns only
+        the newest into a message.
+        """
+        node = rclpy.create_node(f"_{self.get_name()}_frames", namespace=self.get_namespace(),
+                                 context=self.context, use_global_arguments=False, start_parameter_services=False,
+                                 enable_rosout=False)
+        node.create_subscription(msg_type, self.input_topic, self._on_raw_image, qos_profile_sensor_data, raw=True)
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        self._camera = (node, executor, msg_type)
+
+    def _close_camera(self) -> None:
+        if self._camera is None:
+            return
+        node, executor, _ = self._camera
+        self._camera = None
+        with contextlib.suppress(Exception):
+            executor.shutdown(timeout_sec=0.0)
+        with contextlib.suppress(Exception):
+            node.destroy_node()
+
+    def _on_raw_image(self, data: bytes) -> None:
+        self._raw_frames.append(data)
+
+    def _take_frame(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for an image, take every image DDS holds, keep the newest (in ``_latest``)."""
+        camera = self._camera
+        if camera is None:
+            return
+        _, executor, msg_type = camera
+        try:
+            executor.spin_once(timeout_sec=timeout)
+            for _ in range(16):  # what arrived while the last frame was processed (at most the QoS depth)
+                held = len(self._raw_frames)
+                executor.spin_once(timeout_sec=0.0)
+                if len(self._raw_frames) == held:
+                    break
+        except Exception:
+            if self._running and self.context.ok():
+                raise
+            return
+        frames, self._raw_frames = self._raw_frames, []
+        if frames:
+            for _ in frames[:-1]:
+                self.stats.on_received(replaced_unprocessed=True)
+            self._on_image(deserialize_message(frames[-1], msg_type))
+
     def _on_image(self, msg: Any) -> None:
         with self._cv:
             self.stats.on_received(replaced_unprocessed=self._latest is not None)  # never queue
@@ -446,8 +502,10 @@ class AffectiveMemoryNode(LifecycleNode):
 
     def _work(self) -> None:
         while self._running:
+            if self._camera is not None and self._latest is None and not self._deferred:
+                self._take_frame(0.1)  # timers' deferred jobs wait at most this long
             with self._cv:
-                while self._latest is None and not self._deferred and self._running:
+                while self._latest is None and not self._deferred and self._running and self._camera is None:
                     self._cv.wait(timeout=0.5)
                 job, self._latest = self._latest, None
                 if isinstance(job, hri.FaceImageCollector):
@@ -456,6 +514,7 @@ class AffectiveMemoryNode(LifecycleNode):
                 self._run_deferred()
             if job is None:
                 continue
+            self.stats.working(True)
             try:
                 if isinstance(job, hri.FaceBatch):
                     self._process_faces(job)
@@ -468,6 +527,8 @@ class AffectiveMemoryNode(LifecycleNode):
                 if not self._running or not self.context.ok():
                     return
                 self._warn_once(f"frame processing failed: {type(exc).__name__}: {exc}")
+            finally:
+                self.stats.working(False)
 
     def _process(self, msg: Any) -> None:
         pipeline = self.pipeline
@@ -632,6 +693,7 @@ class AffectiveMemoryNode(LifecycleNode):
         for key in ("received", "processed", "dropped", "refused"):
             stat.add(f"frames_{key}", str(getattr(r, key)))
         stat.add("stamps_out_of_range", str(r.stamps_out_of_range))
+        stat.add("busy_s", str(r.busy_s))
         stat.add("window_s", str(r.window_s))
         return stat
 
