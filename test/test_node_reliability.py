@@ -219,6 +219,38 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
     assert frames_seen[2][next(iter(woman))] == frames_seen[1][next(iter(woman))], "hers was not touched"
 
 
+# ------------------------------------------------------------------ crash
+def test_autosave_keeps_a_learned_memory_through_a_crash(ros_env: dict[str, str], tmp_path: Path, graph: Graph,
+                                                       faces: dict[str, list[np.ndarray]]) -> None:
+    """autosave_period 1 s while frames keep coming (the timer hands its copy to the frame worker when a frame
+    holds the lock, node.py _timer_job): the man's memory reaches the store while the node runs, and after a
+    SIGKILL, which saves nothing at exit, the file is whole, loads, and holds what he taught it."""
+    from affective_memory_ros.store import PersonStore
+
+    store = tmp_path / "store"
+    node = NodeProcess(ros_env, f"store_dir:={store}", "autosave_period:=1.0", camera=graph.camera.pub.topic_name)
+    try:
+        graph.wait_for_node(node)
+        man = graph.play_until_seen(faces["man"])
+        path = store / f"{man}.safetensors"
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert path.exists(), "no autosave while the node runs:\n" + node.log[-3000:]
+        graph.play(faces["man"], fps=15)  # frames and the autosave timer now contend for the frame lock
+        time.sleep(2.5)  # the last frame is older than one autosave period
+        his = [m for m in graph.av if m.person_id == man]
+    finally:
+        node.proc.kill()
+        node.proc.wait()
+    assert not his[-1].seeding and his[-1].num_neurons > 0
+    assert sorted(p.name for p in store.iterdir() if p.suffix == ".safetensors") == [path.name]
+    person = PersonStore(store, code_dim=50, encoder="pk").read(path, man).person
+    # Every frame he was published for was learned and saved (a few av messages may not have arrived here).
+    assert person.frames_seen >= len(his) - 3, (person.frames_seen, len(his))
+    assert "Traceback" not in node.log, node.log[-3000:]
+
+
 # ------------------------------------------------------------------ disk full
 def _fsize_limit(limit: int) -> Callable[[], None]:
     def apply() -> None:
