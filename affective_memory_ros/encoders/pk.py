@@ -24,6 +24,10 @@ from .base import Encoding, FaceEncoder, InputSpec, shipped_weights
 DEFAULT_WEIGHTS = "pk_default.safetensors"
 #: 96x96 RGB in (-1, 1), as the paper's PK takes faces.
 INPUT_SPEC = InputSpec(size=96, channels=3, value_range=(-1.0, 1.0))
+#: On CPU, G renders edits in chunks of this many: its transposed convolutions, in channels-last layout,
+#: cost 4.1 ms per edit in chunks of 32 against 9.5 ms in the seeding worker's batches of 96 in the default
+#: layout (one thread; the same images to 1e-6). A newcomer's 1,200 seeding edits: 14 s -> 7 s of a core.
+CPU_EDIT_CHUNK = 32
 
 
 def default_weights_path() -> Path:
@@ -42,6 +46,17 @@ class PKEncoder(FaceEncoder):
         self.model = self._load(path, DEFAULT_WEIGHTS, device, precision, load_inference_model)
         self.code_dim = self.model.cfg.z_dim
         self.has_classes = getattr(self.model, "classifier", None) is not None
+        if self.device.type == "cpu":
+            self.model.generator.to(memory_format=torch.channels_last)  # see CPU_EDIT_CHUNK
+
+    def _generate(self, codes: np.ndarray, targets: np.ndarray) -> torch.Tensor:
+        """G's faces for ``codes`` at ``targets`` (autocast and inference mode are the caller's)."""
+        zt = torch.from_numpy(np.ascontiguousarray(codes, np.float32)).to(self.device)
+        yt = torch.from_numpy(np.ascontiguousarray(targets, np.float32)).to(self.device)
+        if self.device.type != "cpu" or len(zt) <= CPU_EDIT_CHUNK:
+            return self.model.generator(zt, yt)
+        return torch.cat([self.model.generator(zt[i:i + CPU_EDIT_CHUNK], yt[i:i + CPU_EDIT_CHUNK])
+                          for i in range(0, len(zt), CPU_EDIT_CHUNK)])
 
     @torch.inference_mode()
     def encode(self, crops: np.ndarray) -> Encoding:
@@ -61,9 +76,7 @@ class PKEncoder(FaceEncoder):
         if len(codes) == 0:
             return np.zeros((0, self.code_dim), np.float32)
         with self._autocast():
-            zt = torch.from_numpy(np.ascontiguousarray(codes, np.float32)).to(self.device)
-            yt = torch.from_numpy(np.ascontiguousarray(targets, np.float32)).to(self.device)
-            return self.model.encoder(self.model.generator(zt, yt)).float().cpu().numpy()
+            return self.model.encoder(self._generate(codes, targets)).float().cpu().numpy()
 
     @torch.inference_mode()
     def render(self, codes: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -71,9 +84,7 @@ class PKEncoder(FaceEncoder):
         if len(codes) == 0:
             return np.zeros((0, self.input_spec.size, self.input_spec.size, 3), np.uint8)
         with self._autocast():
-            zt = torch.from_numpy(np.ascontiguousarray(codes, np.float32)).to(self.device)
-            yt = torch.from_numpy(np.ascontiguousarray(targets, np.float32)).to(self.device)
-            out = self.model.generator(zt, yt)
+            out = self._generate(codes, targets)
         return ((out.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
     def edit_images(self, crops: np.ndarray, targets: np.ndarray) -> np.ndarray:
