@@ -452,10 +452,18 @@ class AffectiveMemoryNode(LifecycleNode):
                 raise
             return
         frames, self._raw_frames = self._raw_frames, []
-        if frames:
-            for _ in frames[:-1]:
-                self.stats.on_received(replaced_unprocessed=True)
-            self._on_image(deserialize_message(frames[-1], msg_type))
+        if not frames:
+            return
+        for _ in frames[:-1]:
+            self.stats.on_received(replaced_unprocessed=True)
+        try:
+            msg = deserialize_message(frames[-1], msg_type)
+        except Exception as exc:  # never let one bad sample end the worker
+            self.stats.on_received(replaced_unprocessed=False)
+            self.stats.on_refused(f"undecodable message: {exc}")
+            self._warn_once(f"bad message on {self.input_topic}: {type(exc).__name__}: {exc}")
+            return
+        self._on_image(msg)
 
     def _on_image(self, msg: Any) -> None:
         with self._cv:
@@ -503,7 +511,13 @@ class AffectiveMemoryNode(LifecycleNode):
     def _work(self) -> None:
         while self._running:
             if self._camera is not None and self._latest is None and not self._deferred:
-                self._take_frame(0.1)  # timers' deferred jobs wait at most this long
+                try:
+                    self._take_frame(0.1)  # timers' deferred jobs wait at most this long
+                except Exception as exc:
+                    if not self._running or not self.context.ok():
+                        return
+                    self._warn_once(f"taking a frame failed: {type(exc).__name__}: {exc}")
+                    time.sleep(0.1)
             with self._cv:
                 while self._latest is None and not self._deferred and self._running and self._camera is None:
                     self._cv.wait(timeout=0.5)
