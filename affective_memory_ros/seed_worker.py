@@ -63,7 +63,7 @@ def _lowest_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _leave_a_core() -> None:
+def _leave_a_core() -> int | None:
     """The frame path's math threads leave one core to the worker process.
 
     PyTorch's CPU operators split each layer across its threads and wait for the
@@ -75,8 +75,11 @@ def _leave_a_core() -> None:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if torch.get_num_threads() > max(1, cores - 1):
+    before = torch.get_num_threads()
+    if before > max(1, cores - 1):
         torch.set_num_threads(max(1, cores - 1))
+        return before  # restored by SeedWorker.close
+    return None
 
 
 def _read_exact(stream: IO[bytes], size: int) -> bytes:
@@ -107,13 +110,14 @@ class SeedWorker:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="affect-seed",
                                         initializer=None if self.in_process else _lowest_priority)
         self._left_a_core = False
+        self._threads_before: int | None = None  # the frame path's math threads before it left a core
         if self.in_process:
             self._pool.submit(self._started)  # load the worker's model now, not at the first newcomer
 
     def submit(self, codes: np.ndarray, targets: np.ndarray) -> Future[np.ndarray]:
         """Codes of the faces ``codes[i]`` edited to ``targets[i]``, when ready."""
         if self.in_process and not self._left_a_core:  # from the first batch on; a node without newcomers keeps all
-            _leave_a_core()
+            self._threads_before = _leave_a_core()
             self._left_a_core = True
         work = self._edit_in_worker if self.in_process else self.encoder.edit_and_encode
         return self._pool.submit(work, np.ascontiguousarray(codes, "<f4"), np.ascontiguousarray(targets, "<f4"))
@@ -128,10 +132,14 @@ class SeedWorker:
                 self._proc = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             proc = self._proc
         if self._greeted is not proc:  # wait for the worker's hello: its model is loaded
-            status, _, dim = _HEADER.unpack(_read_exact(proc.stdout, _HEADER.size))  # type: ignore[arg-type]
-            if status != _OK or dim != self.encoder.code_dim:
-                raise RuntimeError(f"the seeding worker built a different encoder (codes of {dim}, "
-                                   f"not {self.encoder.code_dim})")
+            try:
+                status, _, dim = _HEADER.unpack(_read_exact(proc.stdout, _HEADER.size))  # type: ignore[arg-type]
+                if status != _OK or dim != self.encoder.code_dim:
+                    raise RuntimeError(f"the seeding worker built a different encoder (codes of {dim}, "
+                                       f"not {self.encoder.code_dim})")
+            except BaseException:
+                self._stop()  # never left half-greeted: the next batch starts a new worker and reads its hello
+                raise
             self._greeted = proc
         return proc
 
@@ -165,6 +173,11 @@ class SeedWorker:
             self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stop()
+        if self._threads_before is not None:  # the worker is gone: the frame path may use every core again
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
 
 def _serve(argv: list[str] | None = None) -> int:
@@ -187,21 +200,24 @@ def _serve(argv: list[str] | None = None) -> int:
     encoder = make_encoder(args.encoder, args.weights, "cpu", args.precision)
     replies.write(_HEADER.pack(_OK, 0, encoder.code_dim))
     replies.flush()
-    while True:
-        head = requests.read(_HEADER.size)
-        if len(head) < _HEADER.size:
-            return 0  # the parent closed the pipe (or went)
-        n, dim, _ = _HEADER.unpack(head)
-        codes = np.frombuffer(_read_exact(requests, n * dim * 4), "<f4").reshape(n, dim).copy()
-        targets = np.frombuffer(_read_exact(requests, n * 2 * 4), "<f4").reshape(n, 2).copy()
-        try:
-            out = np.ascontiguousarray(encoder.edit_and_encode(codes, targets), "<f4")
-            reply = _HEADER.pack(_OK, len(out), out.shape[1] if out.ndim == 2 else 0) + out.tobytes()
-        except Exception as exc:  # a bad request fails that batch, not the worker
-            message = f"{type(exc).__name__}: {exc}".encode()
-            reply = _HEADER.pack(_FAILED, 0, len(message)) + message
-        replies.write(reply)
-        replies.flush()
+    try:
+        while True:
+            head = requests.read(_HEADER.size)
+            if len(head) < _HEADER.size:
+                return 0  # the parent closed the pipe (or went)
+            n, dim, _ = _HEADER.unpack(head)
+            codes = np.frombuffer(_read_exact(requests, n * dim * 4), "<f4").reshape(n, dim).copy()
+            targets = np.frombuffer(_read_exact(requests, n * 2 * 4), "<f4").reshape(n, 2).copy()
+            try:
+                out = np.ascontiguousarray(encoder.edit_and_encode(codes, targets), "<f4")
+                reply = _HEADER.pack(_OK, len(out), out.shape[1] if out.ndim == 2 else 0) + out.tobytes()
+            except Exception as exc:  # a bad request fails that batch, not the worker
+                message = f"{type(exc).__name__}: {exc}".encode()
+                reply = _HEADER.pack(_FAILED, 0, len(message)) + message
+            replies.write(reply)
+            replies.flush()
+    except (BrokenPipeError, EOFError):
+        return 0  # the parent went mid-request: nothing to answer, nothing to report
 
 
 if __name__ == "__main__":

@@ -179,6 +179,8 @@ def test_two_instances_for_two_cameras_run_side_by_side(graph: dict[str, Any], m
     # The camera is taken by the frame worker through a hidden node in the same namespace, on the remapped
     # topic, outside the node's executor (docs/ros.md, camera input); the node itself subscribes to no camera.
     for ns, topic in (("/left", LEFT_CAM), ("/right", f"{RIGHT_CAM}/compressed")):
+        wait_for(lambda ns=ns: ("_affective_memory_frames", ns) in graph["probe"].get_node_names_and_namespaces(),
+                 f"no hidden camera node in {ns}", graph)
         frames = graph["probe"].get_subscriber_names_and_types_by_node("_affective_memory_frames", ns)
         assert [n for n, _ in frames] == [topic], frames
         own = graph["probe"].get_subscriber_names_and_types_by_node("affective_memory", ns)

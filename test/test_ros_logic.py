@@ -5,6 +5,7 @@ hri_msgs classes are used where installed (the ros:jazzy workflow)."""
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -245,14 +246,52 @@ def test_a_worker_stuck_on_one_frame_is_an_error_though_no_frame_is_received_mea
     stats.working(True)
     clock[0] = 4.0
     assert frames_level(stats.report(), Thresholds())[0] != ERROR  # a slow frame is not yet a stall
-    clock[0] = 12.5
+    clock[0] = 12.4
     r = stats.report()
-    assert r.busy_s == pytest.approx(12.5) and r.received_in_window == 0
+    assert r.busy_s == pytest.approx(12.4) and r.received_in_window == 0
     level, message = frames_level(r, Thresholds())
     assert level == ERROR and "one frame has been processing for 12 s" in message, message
     stats.on_processed(0.05, 1)
     stats.working(False)
     assert stats.report().busy_s == 0.0
+
+
+def test_the_frame_worker_takes_every_held_image_and_keeps_the_newest(rclpy_context: object) -> None:
+    """The node's frame worker waits through an executor for the first image, then takes what else DDS holds
+    (node.py _take_frame): rclpy's executor alone handed out at most two of five held images, so the worker
+    processed a stale one. Real rclpy, one process, a raw subscription as the node's hidden camera node has."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from affective_memory_ros.ros.node import take_all
+
+    node = rclpy.create_node("take_all_probe", context=rclpy_context)
+    first: list[bytes] = []
+    sub = node.create_subscription(Image, "/take_all/image", first.append, qos_profile_sensor_data, raw=True)
+    pub = node.create_publisher(Image, "/take_all/image", 10)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    try:
+        for i in range(1, 6):
+            msg = Image(height=1, width=1, encoding="mono8", step=1, data=[i])
+            msg.header.stamp.sec = i
+            pub.publish(msg)
+        executor.spin_once(timeout_sec=10.0)
+        assert len(first) == 1, "the executor delivers the first"
+        taken = first + take_all(sub)
+        deadline = time.monotonic() + 10.0
+        while len(taken) < 5 and time.monotonic() < deadline:  # the rest may still be arriving
+            time.sleep(0.05)
+            taken += take_all(sub)
+        stamps = [deserialize_message(b, Image).header.stamp.sec for b in taken]
+        assert stamps == [1, 2, 3, 4, 5], stamps
+        assert take_all(sub) == []
+    finally:
+        executor.shutdown()
+        node.destroy_node()
 
 
 def test_the_stand_in_updater_publishes_what_diagnostic_updater_publishes(rclpy_context: object) -> None:

@@ -45,6 +45,7 @@ import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from rclpy.signals import uninstall_signal_handlers
@@ -70,6 +71,16 @@ WRITE_TIMEOUT = 30.0
 #: How long process exit waits for executor callbacks in flight (a service call, a timer) before it goes on.
 CALLBACK_TIMEOUT = 5.0
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+def take_all(subscription: Any) -> list[Any]:
+    """Every message ``subscription`` holds now, oldest first, taken without an executor (serialized bytes
+    for a ``raw`` subscription). rclpy's executors hand out one message per wait of a ready subscription."""
+    taken = []
+    with subscription.handle:
+        while (item := subscription.handle.take_message(subscription.msg_type, subscription.raw)) is not None:
+            taken.append(item[0])
+    return taken
 
 
 class ConfigurationError(Exception):
@@ -101,7 +112,8 @@ class AffectiveMemoryNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._own_services: list[Any] = []
         self._frame_subs: list[Any] = []
-        self._camera: tuple[Any, SingleThreadedExecutor, Any] | None = None  # the frame worker's own input
+        self._camera: tuple[Any, SingleThreadedExecutor, Any] | None = None  # (node, executor, subscription)
+        self._frames_executor: SingleThreadedExecutor | None = None  # spun by the frame worker only
         self._raw_frames: list[bytes] = []  # serialized images taken in one _take_frame
         self._frame_timers: list[Any] = []
         self._face_subs: dict[str, Any] = {}
@@ -359,6 +371,10 @@ class AffectiveMemoryNode(LifecycleNode):
         try:
             self._stop_frames()
             self._release(save=True)
+            if self._frames_executor is not None:  # main() has uninstalled rclpy's signal handlers by now
+                with contextlib.suppress(Exception):
+                    self._frames_executor.shutdown(timeout_sec=0.0)
+                self._frames_executor = None
         finally:
             self._state_lock.release()
 
@@ -415,11 +431,16 @@ class AffectiveMemoryNode(LifecycleNode):
         """
         node = rclpy.create_node(f"_{self.get_name()}_frames", namespace=self.get_namespace(),
                                  context=self.context, use_global_arguments=False, start_parameter_services=False,
-                                 enable_rosout=False)
-        node.create_subscription(msg_type, self.input_topic, self._on_raw_image, qos_profile_sensor_data, raw=True)
-        executor = SingleThreadedExecutor(context=self.context)
-        executor.add_node(node)
-        self._camera = (node, executor, msg_type)
+                                 enable_rosout=False,
+                                 parameter_overrides=[Parameter("start_type_description_service", value=False)])
+        sub = node.create_subscription(msg_type, self.input_topic, self._on_raw_image, qos_profile_sensor_data,
+                                       raw=True)
+        if self._frames_executor is None:
+            # One for the node's life, shut down only at process exit, after rclpy's signal handlers are gone:
+            # rclpy's signal thread triggers every executor's SIGINT guard condition without a lock (main()).
+            self._frames_executor = SingleThreadedExecutor(context=self.context)
+        self._frames_executor.add_node(node)
+        self._camera = (node, self._frames_executor, sub)
 
     def _close_camera(self) -> None:
         if self._camera is None:
@@ -427,7 +448,7 @@ class AffectiveMemoryNode(LifecycleNode):
         node, executor, _ = self._camera
         self._camera = None
         with contextlib.suppress(Exception):
-            executor.shutdown(timeout_sec=0.0)
+            executor.remove_node(node)
         with contextlib.suppress(Exception):
             node.destroy_node()
 
@@ -435,29 +456,26 @@ class AffectiveMemoryNode(LifecycleNode):
         self._raw_frames.append(data)
 
     def _take_frame(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for an image, take every image DDS holds, keep the newest (in ``_latest``)."""
+        """Wait up to ``timeout`` s for an image, take every image DDS holds, keep the newest (in ``_latest``).
+
+        Raises when the context is shut down meanwhile (the worker then stops).
+        """
         camera = self._camera
         if camera is None:
             return
-        _, executor, msg_type = camera
-        try:
-            executor.spin_once(timeout_sec=timeout)
-            for _ in range(16):  # what arrived while the last frame was processed (at most the QoS depth)
-                held = len(self._raw_frames)
-                executor.spin_once(timeout_sec=0.0)
-                if len(self._raw_frames) == held:
-                    break
-        except Exception:
-            if self._running and self.context.ok():
-                raise
-            return
+        _, executor, sub = camera
+        executor.spin_once(timeout_sec=timeout)  # waits for the first image (or not), taken by _on_raw_image
+        if self._raw_frames:
+            # What else arrived while the last frame was processed (at most the QoS depth), taken directly:
+            # rclpy's executor hands out at most one more message per wait (it reuses its wait's results).
+            self._raw_frames.extend(take_all(sub))
         frames, self._raw_frames = self._raw_frames, []
         if not frames:
             return
         for _ in frames[:-1]:
             self.stats.on_received(replaced_unprocessed=True)
         try:
-            msg = deserialize_message(frames[-1], msg_type)
+            msg = deserialize_message(frames[-1], sub.msg_type)
         except Exception as exc:  # never let one bad sample end the worker
             self.stats.on_received(replaced_unprocessed=False)
             self.stats.on_refused(f"undecodable message: {exc}")
@@ -513,7 +531,7 @@ class AffectiveMemoryNode(LifecycleNode):
             if self._camera is not None and self._latest is None and not self._deferred:
                 try:
                     self._take_frame(0.1)  # timers' deferred jobs wait at most this long
-                except Exception as exc:
+                except Exception as exc:  # ExternalShutdownException, RCLError, a destroyed entity...
                     if not self._running or not self.context.ok():
                         return
                     self._warn_once(f"taking a frame failed: {type(exc).__name__}: {exc}")
@@ -528,6 +546,8 @@ class AffectiveMemoryNode(LifecycleNode):
                 self._run_deferred()
             if job is None:
                 continue
+            if not self._running:  # taken while the frames were being stopped: not published after stop
+                return
             self.stats.working(True)
             try:
                 if isinstance(job, hri.FaceBatch):
@@ -697,7 +717,11 @@ class AffectiveMemoryNode(LifecycleNode):
             p = self.get_parameter
             thresholds = Thresholds(p("diagnostics_drop_warn").value, p("diagnostics_drop_error").value,
                                     p("diagnostics_latency_warn").value, p("diagnostics_latency_error").value)
-            stat.summary(*frames_level(r, thresholds))
+            worker = self._worker
+            if worker is not None and not worker.is_alive():  # it alone takes the camera's images
+                stat.summary(ERROR, "stalled: the frame worker has stopped (see the node's log)")
+            else:
+                stat.summary(*frames_level(r, thresholds))
         # Values are strings: diagnostic_updater's wrapper puts them into KeyValue as they are.
         stat.add("lifecycle_state", state)
         stat.add("input", self.input_topic)
