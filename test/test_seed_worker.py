@@ -26,6 +26,9 @@ def _batch(encoder, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # 
 
 
 def test_the_worker_process_edits_like_the_encoder_and_restarts_after_dying(encoder) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    threads = torch.get_num_threads()
     worker = SeedWorker(encoder, None)
     assert worker.in_process, "on the CPU the edits run in a process of their own"
     try:
@@ -55,6 +58,7 @@ def test_the_worker_process_edits_like_the_encoder_and_restarts_after_dying(enco
     while last.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert last.poll() is not None, "closing stops the worker process"
+    assert torch.get_num_threads() == threads, "and gives the frame path back the core it left the worker"
     with pytest.raises(RuntimeError):
         worker.submit(codes, targets).result(timeout=10)
 
