@@ -156,8 +156,9 @@ class AffectPipeline:
         self._rng = np.random.default_rng(cfg.seed)
         self._background = background
         # Started now when new persons will want edits (its model loads before the first newcomer), else on need.
-        self._seeder = (SeedWorker(self.encoder, cfg.encoder_weights or None)
-                        if background and self.encoder.can_edit and self.memory_factory().edits_wanted > 0 else None)
+        self._seeder: SeedWorker | None = None
+        if background and self.encoder.can_edit and self.memory_factory().edits_wanted > 0:
+            self._start_seeder()
         self._seeding: tuple[Future[np.ndarray] | _InlineFuture, list[tuple[Person, int]], np.ndarray] | None = None
         self.times = StageTimes()
         #: (time, message) of recent per-person failures (a bad memory never spoils anyone else's output).
@@ -166,6 +167,10 @@ class AffectPipeline:
     def close(self) -> None:
         if self._seeder is not None:
             self._seeder.close()
+
+    def _start_seeder(self) -> None:
+        """The background seeding worker, building the same encoder from the same weights."""
+        self._seeder = SeedWorker(self.encoder, self.config.encoder_weights or None)
 
     def _new_id(self) -> str:
         return new_person_id(lambda pid: pid in self.persons or pid in self.gallery or self.store.has(pid)
@@ -310,7 +315,7 @@ class AffectPipeline:
         rows = np.repeat(codes[[i for i, _, _ in asked]], [len(t) for _, _, t in asked], axis=0)
         targets = np.concatenate([t for _, _, t in asked]).astype(np.float32)
         if self._background and self._seeder is None:
-            self._seeder = SeedWorker(self.encoder, self.config.encoder_weights or None)
+            self._start_seeder()
         if self._seeder is None:
             future: Future[np.ndarray] | _InlineFuture = _InlineFuture(self.encoder.edit_and_encode(rows, targets))
         else:

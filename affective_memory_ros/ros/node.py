@@ -130,8 +130,9 @@ class AffectiveMemoryNode(LifecycleNode):
         # group is busy in a tight loop that holds the GIL until the group is free (measured: the camera
         # subscription offered 2,800-4,300 times/s), and the frame worker then waits for the GIL after every
         # PyTorch call: 0.1-1.6 s stalls with newcomers (docs/pipeline.md). So nothing shares a mutually exclusive
-        # group with a callback that can take long: frames go to a reentrant group (their callbacks only hand
-        # the message over), each timer has its own group, and only the services share one.
+        # group with a callback that can take long: ROS4HRI face images go to a reentrant group (their callbacks
+        # only hand the image over; camera images never reach this executor, _open_camera), each timer has its
+        # own group, and only the services share one.
         self._io_group = MutuallyExclusiveCallbackGroup()  # the services that read and write memories
         self._frames_group = ReentrantCallbackGroup()
         self.updater, updater_kind = make_updater(self, callback_group=MutuallyExclusiveCallbackGroup())
