@@ -19,6 +19,7 @@ from affective_memory_ros.metrics import ccc, rmse
 from affective_memory_ros.pk.checkpoint import (
     CheckpointError,
     load_inference_model,
+    read_provenance,
     save_inference_model,
 )
 from affective_memory_ros.pk.data import (
@@ -167,6 +168,9 @@ def test_training_resumes_exactly_even_mid_epoch(tmp_path: Path) -> None:
     assert resumed.step == straight.step == 5
     for (k, va), vb in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
+    # A run started from this checkpoint records what the checkpoint's run did (a chain of runs keeps each).
+    recorded = read_provenance(tmp_path / "a" / "checkpoint.safetensors")
+    assert recorded["steps"] == 3 and recorded["train_config"]["max_steps"] == 3
 
 
 def test_labels_csv_and_affectnet_parsing(tmp_path: Path) -> None:
@@ -232,6 +236,23 @@ def test_default_model_loads_and_gives_finite_outputs(media_dir: Path) -> None:
     np.testing.assert_allclose(enc.probs.sum(axis=1), 1.0, atol=1e-5)
     edits = pk.edit_images(crops[:1], np.array([[-1, -1], [0, 0], [1, 1]], np.float32))
     assert edits.shape == (1, 3, 96, 96, 3) and edits.dtype == np.uint8
+
+
+def test_shipped_pk_edits_of_real_faces_read_back_in_the_order_of_their_targets(media_dir: Path) -> None:
+    """The evaluate command's edit read-back on five real faces: the shipped G's valence and arousal edits to
+    -1 / 0 / +1 read back clearly increasing (a G that ignored its targets would read the same three times)."""
+    from affective_memory_ros.perception.align import crop_faces
+    from affective_memory_ros.perception.blazeface import BlazeFaceDetector
+    from affective_memory_ros.pk.evaluate import READBACK_TARGETS, edit_readback
+    from affective_memory_ros.video import read_image
+
+    image = read_image(media_dir / "multi_face.jpg")
+    crops = crop_faces(image, BlazeFaceDetector("full")([image])[0])
+    out = edit_readback(PKEncoder(device="cpu").model, crops, batch=2)  # two batches and a remainder
+    assert out["targets"] == list(READBACK_TARGETS)
+    for key in ("valence", "arousal"):
+        low, mid, high = out[key]
+        assert high - mid > 0.2 and mid - low > 0.05 and all(abs(v) <= 1 for v in out[key]), (key, out)
 
 
 def test_ddp_with_two_processes_matches_one_process(tmp_path: Path) -> None:
@@ -452,14 +473,20 @@ def test_add_head_keeps_the_files_weights_and_records_what_it_learned_from(tmp_p
 
 def test_shipped_model_records_its_chain_and_trained_on_the_train_split_only() -> None:
     """The shipped PK: E, G, D_em of `affective-memory train`, a post-trained head, then the real-face stage
-    (scripts/train_default_pk.sh); the head and the real-face stage saw only the train split."""
+    in four runs, each from the last one's checkpoint (scripts/train_default_pk.sh); the head and every
+    real-face run saw only the train split."""
     _, provenance = load_inference_model(default_weights_path())
-    data = provenance["data"]
-    assert data["split"] == "affective_memory_ros.splits (train only)" and not data["dev_fold"]
-    assert data["train"]["london_frl"] == {"faces": 82, "people": 41, "with_av": 0, "with_class": 82}
-    assert provenance["train_config"]["real"]["pairs_per_step"] == 8 and provenance["steps"] == 60
-    head = provenance["stage1"]["provenance"]["classifier"]
+    steps, runs = 0, 0
+    while "real" in (provenance.get("train_config") or {}):  # the real-face runs, newest first
+        data = provenance["data"]
+        assert data["split"] == "affective_memory_ros.splits (train only)" and not data["dev_fold"]
+        assert data["train"]["london_frl"] == {"faces": 82, "people": 41, "with_av": 0, "with_class": 82}
+        assert provenance["train_config"]["real"]["pairs_per_step"] == 8
+        steps, runs = steps + provenance["steps"], runs + 1
+        provenance = provenance["stage1"]["provenance"]
+    assert (runs, steps) == (4, 360), "60 real-face steps, then 60 + 120 + 120 more"
+    head = provenance["classifier"]  # the first real-face run started from the base PK with its head
     assert head["train"]["split"] == data["split"] and not head["train"]["dev_fold"]
     assert head["parts_kept"] == ["emotion", "encoder", "generator"] and head["classes"] == list(EXPRESSIONS)
-    base = provenance["stage1"]["provenance"]["train_config"]
+    base = provenance["train_config"]
     assert base["max_steps"] == 400 and base["seed"] == 0

@@ -142,12 +142,19 @@ def load_weights(path: str | os.PathLike[str], model: PK) -> list[str]:
 def read_provenance(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The provenance recorded in a training checkpoint or an inference file."""
     p = Path(path)
+    training = True
     try:
         _, meta = _read(p, TRAIN_FORMAT)
     except CheckpointError:
         _, meta = _read(p, INFERENCE_FORMAT)
+        training = False
     try:
         provenance = json.loads(meta.get("provenance", "{}"))
+        if isinstance(provenance, dict) and training:
+            # A checkpoint keeps its run's configuration and step beside the provenance; an export puts them
+            # in it. Merged here, a chain of runs started from checkpoints records what each run did.
+            provenance = {**provenance, "train_config": json.loads(meta.get("train_config", "{}")),
+                          "steps": int(meta.get("step", "0")), "epochs": int(meta.get("epoch", "0"))}
     except ValueError:
         raise CheckpointError(f"{p}: provenance is not JSON") from None
     return provenance if isinstance(provenance, dict) else {}

@@ -104,6 +104,32 @@ def edit_alignment(model: PK, neutral: np.ndarray, smile: np.ndarray, delta: flo
             "per_person_cosine": [round(float(c), 4) for c in cos]}
 
 
+#: Targets of :func:`edit_readback`: each dimension edited to these values, the other held at 0.
+READBACK_TARGETS = (-1.0, 0.0, 1.0)
+
+
+@torch.inference_mode()
+def edit_readback(model: PK, crops: np.ndarray, device: str | torch.device = "cpu",
+                  batch: int = 64) -> dict[str, list[float]]:
+    """Do G's edits still carry their targets? Each face's code z = E(x) is edited by G to arousal 0 and
+    valence -1 / 0 / +1, then to valence 0 and arousal -1 / 0 / +1, and D_em reads each edit back through
+    E: the mean reading per target (``valence``: D_em's valence of the valence edits, ``arousal``: its
+    arousal of the arousal edits). A PK whose G ignores its targets reads the same for every target."""
+    model = model.to(device).eval()
+    sums = {"valence": np.zeros(len(READBACK_TARGETS)), "arousal": np.zeros(len(READBACK_TARGETS))}
+    for i in range(0, len(crops), batch):
+        z = model.encoder(INPUT.to_tensor(crops[i : i + batch], device))
+        for dim, key in ((1, "valence"), (0, "arousal")):
+            for j, target in enumerate(READBACK_TARGETS):
+                y = torch.zeros(len(z), 2, device=z.device)
+                y[:, dim] = target
+                read = model.emotion(model.encoder(model.generator(z, y)))
+                sums[key][j] += float(read[:, dim].sum())
+    n = max(len(crops), 1)
+    means = {key: [round(float(v) / n, 4) for v in vals] for key, vals in sums.items()}
+    return {**means, "targets": list(READBACK_TARGETS)}
+
+
 def real_face_report(models: dict[str, str], london: str | None, diffusionfer: str | None,
                      parts: tuple[str, ...] = ("tune", "val"), cache_dir: str = ".cache/faces",
                      dev_fold: bool = False) -> dict[str, Any]:
@@ -133,7 +159,8 @@ def real_face_report(models: dict[str, str], london: str | None, diffusionfer: s
             mask = dfer.split_mask("train") & dev_fold_mask(dfer.groups) if dev_fold else dfer.split_mask("val")
             sub = dfer.subset(mask)
             out["diffusionfer_dev" if dev_fold else "diffusionfer_val"] = {
-                "faces": len(sub), **score_faces(sub, encode_all(enc, sub.crops))}
+                "faces": len(sub), **score_faces(sub, encode_all(enc, sub.crops)),
+                "edit_readback": edit_readback(enc.model, sub.crops)}
         report["models"][name] = out
     return report
 
@@ -157,7 +184,15 @@ def report_markdown(report: dict[str, Any]) -> str:
                               f"{_f(row.get('ccc_valence'))} | {_f(row.get('rmse_arousal'))} | "
                               f"{_f(row.get('rmse_valence'))} | {_f(row.get('accuracy'))} | "
                               f"{_f(row.get('macro_f1'))} |")
-    return "\n".join(lines) + "\n\n" + "\n".join(dlines) + "\n"
+    rlines = ["| model | part | valence edits -1 / 0 / +1 read | arousal edits -1 / 0 / +1 read |", "|---|---|---|---|"]
+    for name, out in report["models"].items():
+        for key, row in out.items():
+            rb = row.get("edit_readback") if key.startswith("diffusionfer_") else None
+            if rb:
+                rlines.append(f"| {name} | {key[13:]} | {' / '.join(_f(v) for v in rb['valence'])} | "
+                              f"{' / '.join(_f(v) for v in rb['arousal'])} |")
+    tables = ["\n".join(lines), "\n".join(dlines)] + (["\n".join(rlines)] if len(rlines) > 2 else [])
+    return "\n\n".join(tables) + "\n"
 
 
 def _f(v: Any) -> str:
