@@ -9,6 +9,7 @@ import pytest
 
 from affective_memory_ros.expressions import NUM_EXPRESSIONS
 from affective_memory_ros.modes import MODES, Face, MemorySettings, MemoryStateError, make_memory, mode_class
+from affective_memory_ros.modes.base import Reading
 from affective_memory_ros.modes.personal import PersonalMemory, PersonalRules
 
 DIM = 16
@@ -210,3 +211,36 @@ def test_personal_rest_follows_the_first_neutral_face_after_a_smiling_first_impr
         memory.learn(f)
     assert abs(memory.offset()[1]) < 0.1, "the neutral face, once established, is the rest"
     assert abs(memory.recall(neutral[-1]).valence) < 0.15
+
+
+def first_reading_of_a_change(rules: PersonalRules, seed: int, before: int, smile_first: bool) -> Reading:
+    """A person shows ``before`` faces of one expression (smiling if ``smile_first``), then one face of the
+    other: the memory's reading of that first face of the new expression."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(0, 1, DIM).astype(np.float32)
+    smile_centre = centre + rng.normal(0, 0.6, DIM).astype(np.float32)
+    memory = PersonalMemory.create(MemorySettings(init_frames=5), DIM, can_edit=False, rules=rules)
+    for f in person_faces(rng, before, smile_first, smile_centre if smile_first else centre, noise=0.01):
+        memory.learn(f)
+    new = face(centre, (0.1, 0.0), 1.0) if smile_first else face(smile_centre, (0.1, 0.6), 1.0)
+    memory.learn(new)
+    return memory.recall(new)
+
+
+def test_personal_reads_a_new_expression_as_the_encoder_does_on_its_first_frame() -> None:
+    """The novelty rule: a face far from every prototype reads (mostly) as the encoder reads it, so the first
+    smile reads as a smile at once. Without the rule, a smile arriving while the neutral neuron is not yet
+    habituated (no insertion: the GWR drags that neuron towards the smile instead) reads as the neutral
+    prototype's label for several frames."""
+    first = {p: first_reading_of_a_change(PersonalRules(novelty_power=p), 9, 7, False) for p in (2.0, 0.0)}
+    assert first[2.0].valence > 0.45, first
+    assert first[0.0].valence < 0.35, "without the rule the first frame borrows the old prototype's label"
+    assert first[2.0].confidence < 0.4, "the reading's confidence says the face is new to this memory"
+
+
+def test_personal_first_neutral_frame_after_a_smiling_first_impression_reads_neutral() -> None:
+    """The rest-now rule: after 25 smiling faces (rest bounded at +0.3), the very first neutral face reads
+    near 0 instead of -0.3 while its neuron is not yet established."""
+    out = {r: first_reading_of_a_change(PersonalRules(rest_now=r), 10, 25, True).valence for r in (True, False)}
+    assert abs(out[True]) < 0.1, out
+    assert out[False] < -0.2, "without the rule the old (smiling) rest still applies to this frame"

@@ -711,6 +711,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "personal/temporal_filter": {"settle": 0.1, "follow": 0.25},  # an adaptive filter on the reading
     "personal/code_only": {"affect_weight": 0.0},  # the GWR sees the code alone, not the reading too
     "personal/quantile_rest": {"rest": "quantile"},  # rest = a low quantile of recent readings
+    "personal/no_novelty": {"novelty_power": 0.0},  # novel faces read the nearest prototype's label alone
+    "personal/established_rest": {"rest_now": False},  # only established neurons can be the rest
+    "personal/affect_weight_1": {"affect_weight": 1.0},  # the reading weighs as much as the unit code
 }
 
 
