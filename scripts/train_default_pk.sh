@@ -8,7 +8,8 @@
 # 3. Real faces: 60 steps on the train split with 8 London persons' neutral/smiling pairs in every step
 #    (pair valence hinge, supervised edits in image and code space), seed 1 (about 15 minutes on a free CPU).
 # 4. The same real-face stage continued from step 3's checkpoint in three runs of 60, 120 and 120 steps
-#    (seeds 2, 3, 4; fresh optimisers each; about 4 s a step with one thread). After 60 steps the smiles
+#    (--seed 2, 3, 4, which the stage uses as 3, 4, 5; fresh optimisers each; about 4 s a step with one
+#    thread). After 60 steps the smiles
 #    of the tune people still read +0.18; the number of steps was chosen on them (docs/pk.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -152,6 +152,16 @@ def test_personal_reading_is_steady_while_faces_jitter_and_follows_a_change_at_o
     assert (out[60 + 4 : 80] > 0.3).all(), "a smile reads positive within a few frames"
 
 
+def test_personal_rules_a_saved_memory_does_not_name_are_off_when_it_is_loaded() -> None:
+    """A memory saved before the novelty and rest-now rules existed goes on under the rules it learned with."""
+    old = json.loads(PersonalRules(affect_weight=1.0).to_json())
+    for name in ("novelty_power", "rest_now"):
+        del old[name]
+    loaded = PersonalRules.from_json(json.dumps(old))
+    assert loaded.novelty_power == 0.0 and loaded.rest_now is False and loaded.affect_weight == 1.0
+    assert PersonalRules.from_json(PersonalRules().to_json()) == PersonalRules(), "a current file keeps its rules"
+
+
 def test_personal_rules_are_validated() -> None:
     with pytest.raises(ValueError):
         PersonalRules(readout_k=0)

@@ -80,6 +80,10 @@ ESTABLISHED = 0.5
 REST_PRIOR = np.zeros(2, np.float32)
 
 
+#: Rules added after memories were first saved, with the value that means "off" (the behaviour before them).
+ADDED_LATER: dict[str, Any] = {"novelty_power": 0.0, "rest_now": False}
+
+
 @dataclass(frozen=True)
 class PersonalRules:
     """The rules that differ from the paper's; each can be switched back for an ablation."""
@@ -126,9 +130,11 @@ class PersonalRules:
     #: 0 switches it off (the memory's read-out alone).
     novelty_power: float = 2.0
     #: The face on screen is a rest candidate too (``prototype`` rest, no edits): a face that reads more
-    #: neutral than the established rest is read relative to itself at once, instead of relative to an
-    #: older, less neutral rest until its neuron has won twice (a smiling first impression otherwise makes
-    #: the first neutral frames read far below neutral).
+    #: neutral (nearer (0, 0) in the arousal/valence plane) than the current rest is read relative to itself
+    #: at once, instead of relative to an older, less neutral rest until its neuron has won twice (a smiling
+    #: first impression otherwise makes the first neutral frames read far below neutral). It is the
+    #: prototype rule's own definition of the rest, applied two frames earlier; the summary and the plane
+    #: views use the rest of the established neurons.
     rest_now: bool = True
 
     def __post_init__(self) -> None:
@@ -143,11 +149,14 @@ class PersonalRules:
 
     @classmethod
     def from_json(cls, text: str) -> PersonalRules:
+        """The rules stored with a memory. A rule the file does not name did not exist when it was saved, so
+        it is switched off (:data:`ADDED_LATER`): a saved memory goes on with the rules it learned under."""
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) - known:
             raise ValueError(f"not PersonalRules: {text[:200]}")
-        return cls(**data)
+        return cls(**{**ADDED_LATER, **data})
+
 
 
 class PersonalMemory(PersonMemory):
@@ -272,7 +281,8 @@ class PersonalMemory(PersonMemory):
         activity = float(np.exp(-nearest / self.net.config.distance_scale))
         reading = raw
         if self.rules.novelty_power > 0:  # a novel face: partly (far away: wholly) the encoder's reading
-            trust = min(1.0, activity / self.net.config.activity_threshold) ** self.rules.novelty_power
+            threshold = self.net.config.activity_threshold
+            trust = min(1.0, activity / threshold) ** self.rules.novelty_power if threshold > 0 else 1.0
             encoder = np.clip(np.asarray(face.av, np.float32).reshape(2), -1.0, 1.0)
             reading = (trust * raw + (1.0 - trust) * encoder).astype(np.float32)
         rest = self._rest()
