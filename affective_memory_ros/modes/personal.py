@@ -158,7 +158,6 @@ class PersonalRules:
         return cls(**{**ADDED_LATER, **data})
 
 
-
 class PersonalMemory(PersonMemory):
     mode = "personal"
     uses_edits = True
