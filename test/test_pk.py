@@ -467,26 +467,79 @@ def test_add_head_keeps_the_files_weights_and_records_what_it_learned_from(tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a), "E, G and D_em are copied bit for bit"
     assert PKEncoder(new, device="cpu").has_classes
     assert PKConfig.from_json(json.dumps({"width": 8, "z_dim": 50})).num_classes == 0  # files before the head
-    with pytest.raises(ValueError, match="already has a categorical head"):
-        add_head(str(new), pair_data(), HeadConfig(epochs=1))
+    # A file that has a head (the recipe trains one jointly with E): that head is post-trained further.
+    again, provenance2 = add_head(str(new), pair_data(), HeadConfig(epochs=3, seed=1))
+    assert provenance2["classifier"]["continued_from_files_head"]
+    assert not provenance["classifier"]["continued_from_files_head"]
+    assert provenance2["classifier"]["parts_kept"] == ["emotion", "encoder", "generator"]
+    c = load_file(save_inference_model(tmp_path / "again.safetensors", again, provenance2))
+    assert set(c) == set(b) and all(torch.equal(b[k], c[k]) for k in b if not k.startswith("classifier.")), \
+        "E, G and D_em copied bit for bit"
+    assert not all(torch.equal(b[k], c[k]) for k in b if k.startswith("classifier.")), "the head learned"
 
 
-def test_shipped_model_records_its_chain_and_trained_on_the_train_split_only() -> None:
-    """The shipped PK: E, G, D_em of `affective-memory train`, a post-trained head, then the real-face stage
-    in four runs, each from the last one's checkpoint (scripts/train_default_pk.sh); the head and every
-    real-face run saw only the train split."""
+def test_reading_spread_tells_a_collapsed_pk_from_a_trained_one(media_dir: Path) -> None:
+    """The recipe's stage-1 guard: a PK whose D_em reads every face alike (as collapsed CUDA runs did, docs/pk.md)
+    is told apart from the shipped, trained one, on real faces."""
+    from affective_memory_ros.perception.align import crop_faces
+    from affective_memory_ros.perception.blazeface import BlazeFaceDetector
+    from affective_memory_ros.pk.recipe import COLLAPSE_SPREAD, reading_spread
+    from affective_memory_ros.video import read_image
+
+    crops = []
+    for name in ("multi_face.jpg", "single_face.jpg", "0-f1-su-ph.jpg", "45-m7-di-ph.jpg"):
+        image = read_image(media_dir / name)
+        crops += list(crop_faces(image, BlazeFaceDetector("full")([image])[0]))
+    faces = CropSet(np.stack(crops), np.full((len(crops), 2), np.nan, np.float32), [f"f{i}" for i in
+                    range(len(crops))], ["media"] * len(crops))
+    shipped, _ = load_inference_model(default_weights_path())
+    assert reading_spread(shipped, faces) > 3 * COLLAPSE_SPREAD
+    collapsed = PK(tiny())
+    torch.nn.init.zeros_(collapsed.emotion.net[2].weight)  # D_em's last linear layer: one reading for every code
+    assert reading_spread(collapsed, faces) < COLLAPSE_SPREAD
+
+
+def test_recipe_stops_before_training_on_or_exporting_a_collapsed_pk(tmp_path: Path, media_dir: Path) -> None:
+    """The recipe run end to end on real faces: a PK whose D_em reads every face alike (here: untrained, the
+    faces being fewer than a batch) stops the run after stage 1 and nothing is exported, unless asked."""
+    import shutil
+
+    from affective_memory_ros.pk.recipe import main
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rows = ["file,valence,arousal,label"]
+    for i, name in enumerate(("single_face.jpg", "0-f1-su-ph.jpg", "45-m7-di-ph.jpg", "0-f15-hao-ph.jpg",
+                              "15-f13-anc-ph.jpg", "multi_face.jpg")):
+        shutil.copy(media_dir / name, folder / name)
+        rows.append(f"{name},{0.5 - 0.2 * i:.1f},{0.1 * i:.1f},{'happiness' if i % 2 else 'neutral'}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    export = tmp_path / "pk.safetensors"
+    args = ["--diffusionfer", str(folder), "--width", "8", "--stage1-steps", "2", "--stage2-steps", "1",
+            "--pairs-per-step", "0", "--threads", "1", "--cache", str(tmp_path / "cache"), "--out",
+            str(tmp_path / "run"), "--export", str(export)]
+    with pytest.raises(SystemExit, match="stage 1 collapsed"):
+        main(args)
+    assert not export.exists() and not (tmp_path / "run" / "stage2").exists()
+    assert main([*args, "--skip-collapse-check"]) == 0 and export.is_file()
+    _, provenance = load_inference_model(export)
+    assert provenance["stage1"]["trained_here"] and provenance["stage1"]["train_config"]["max_steps"] == 2
+
+
+def test_shipped_model_records_its_recipe_and_trained_on_the_train_split_only() -> None:
+    """The shipped PK (scripts/train_default_pk.sh): the real-face recipe from scratch, stage 1 then the
+    real-face stage, then its categorical head post-trained further; every step saw only the train split."""
     _, provenance = load_inference_model(default_weights_path())
-    steps, runs = 0, 0
-    while "real" in (provenance.get("train_config") or {}):  # the real-face runs, newest first
-        data = provenance["data"]
-        assert data["split"] == "affective_memory_ros.splits (train only)" and not data["dev_fold"]
-        assert data["train"]["london_frl"] == {"faces": 82, "people": 41, "with_av": 0, "with_class": 82}
-        assert provenance["train_config"]["real"]["pairs_per_step"] == 8
-        steps, runs = steps + provenance["steps"], runs + 1
-        provenance = provenance["stage1"]["provenance"]
-    assert (runs, steps) == (4, 360), "60 real-face steps, then 60 + 120 + 120 more"
-    head = provenance["classifier"]  # the first real-face run started from the base PK with its head
-    assert head["train"]["split"] == data["split"] and not head["train"]["dev_fold"]
+    head = provenance["classifier"]
+    assert head["train"]["split"] == "affective_memory_ros.splits (train only)" and not head["train"]["dev_fold"]
+    assert head["continued_from_files_head"] and head["config"]["epochs"] == 50
     assert head["parts_kept"] == ["emotion", "encoder", "generator"] and head["classes"] == list(EXPRESSIONS)
-    base = provenance["train_config"]
-    assert base["max_steps"] == 400 and base["seed"] == 0
+    data, stage2 = provenance["data"], provenance["train_config"]
+    assert data["split"] == head["train"]["split"] and not data["dev_fold"]
+    assert data["train"]["london_frl"] == {"faces": 82, "people": 41, "with_av": 0, "with_class": 82}
+    assert stage2["real"]["pairs_per_step"] == 8 and stage2["real"]["valence_weight"] == 3.0
+    assert provenance["steps"] == 1500 and stage2["max_steps"] == 1500
+    stage1 = provenance["stage1"]
+    assert stage1["trained_here"] and stage1["steps"] == 1500
+    assert stage1["train_config"]["real"]["pairs_per_step"] == 0, "stage 1 has no real pairs"
+    assert stage1["train_config"]["seed"] + 1 == stage2["seed"]

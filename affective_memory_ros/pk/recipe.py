@@ -85,6 +85,33 @@ def load_training_faces(diffusionfer: list[str], london: list[str], videos: list
     return CropSet.concat(parts), counts
 
 
+#: Below this standard deviation of D_em's valence over the training faces, stage 1 has collapsed: in
+#: collapsed runs seen here every face read the same to three decimals (docs/pk.md, "Collapse");
+#: a trained PK spreads DiffusionFER's faces over most of [-1, 1] (std about 0.4).
+COLLAPSE_SPREAD = 0.02
+
+
+def reading_spread(model: PK, faces: CropSet, limit: int = 512) -> float:
+    """The standard deviation of D_em's valence over (at most ``limit`` of) ``faces``: ~0 when training has
+    collapsed to one reading for every face, which the losses alone do not show clearly."""
+    from .train import predict
+
+    device = next(model.parameters()).device
+    return float(predict(model, faces.crops[:limit], device)[:, 1].std())
+
+
+def _stop_if_collapsed(args: argparse.Namespace, model: PK, train: CropSet, stage: str) -> None:
+    """Stop instead of training on (or exporting) a collapsed PK; ``--skip-collapse-check`` for short smoke
+    runs, whose D_em has not spread its readings yet."""
+    if args.skip_collapse_check:
+        return
+    spread = reading_spread(model, train)
+    if spread < COLLAPSE_SPREAD:
+        raise SystemExit(f"{stage} collapsed: D_em reads every training face alike (valence std {spread:.4f} < "
+                         f"{COLLAPSE_SPREAD}); nothing was exported. Run again with another --seed (docs/pk.md, "
+                         f"'Collapse'), or pass --skip-collapse-check for a short smoke run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m affective_memory_ros.pk.recipe", description=__doc__.split("\n")[0])
     p.add_argument("--diffusionfer", action="append", default=[], metavar="DIR", help="A/V + class faces")
@@ -100,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-amp", action="store_true", help="CUDA: train in fp32 instead of bfloat16 autocast")
+    p.add_argument("--skip-collapse-check", action="store_true",
+                   help="export even if D_em reads every face alike (short smoke runs)")
     p.add_argument("--lambda-em", type=float, default=1.0)
     p.add_argument("--edit-weight", type=float, default=0.1)
     p.add_argument("--class-weight", type=float, default=1.0)
@@ -121,24 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_head(path: str, train: CropSet, cfg: HeadConfig) -> tuple[PK, dict[str, Any]]:
     """FILE's PK with a categorical head post-trained on ``train`` (:func:`~.train.post_train_classifier`),
-    and the provenance to export it with: FILE's own, plus what the head was trained on."""
+    and the provenance to export it with: FILE's own, plus what the head was trained on. A head FILE already
+    has (trained jointly with E in the recipe's stages) is the starting point: the post-training only refines
+    the read-out of the now fixed codes."""
     from ..atomic_io import read_regular_file
     from ..file_format import read_metadata
     from .checkpoint import MAX_MODEL_BYTES
 
-    old, provenance = load_inference_model(path)
-    if old.classifier is not None:
-        raise ValueError(f"{path} already has a categorical head")
+    _, provenance = load_inference_model(path)
     # The file's own config (the inference model is built without discriminators), plus the head.
     own = PKConfig.from_json(read_metadata(read_regular_file(path, MAX_MODEL_BYTES), "PK file")["config"])
+    if own.num_classes not in (0, NUM_EXPRESSIONS):
+        raise ValueError(f"{path} has a head of {own.num_classes} classes, not {NUM_EXPRESSIONS}")
     torch.manual_seed(cfg.seed)
     model = PK(dataclasses.replace(own, num_classes=NUM_EXPRESSIONS))
-    parts = load_weights(path, model)
+    parts = load_weights(path, model)  # a head the file has is loaded and post-trained further
+    continued = "classifier" in parts
     losses = post_train_classifier(model, train, cfg)
     counts = np.bincount(np.asarray(train.classes)[np.asarray(train.classes) >= 0], minlength=NUM_EXPRESSIONS)
     provenance = {**provenance, "classifier": {
         "how": "post-trained alone on the frozen E's codes (affective_memory_ros.pk.train.post_train_classifier)",
-        "config": dataclasses.asdict(cfg), "from": Path(path).name, "parts_kept": parts,
+        "config": dataclasses.asdict(cfg), "from": Path(path).name,
+        "parts_kept": [part for part in parts if part != "classifier"], "continued_from_files_head": continued,
         "faces_per_class": {EXPRESSIONS[c]: int(n) for c, n in enumerate(counts) if n},
         "final_loss": round(losses[-1], 4), "classes": list(EXPRESSIONS)}}
     return model, provenance
@@ -168,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     base = TrainConfig(model=PKConfig(width=args.width, num_classes=NUM_EXPRESSIONS),
                        lambdas=Lambdas(em=args.lambda_em), edit_weight=args.edit_weight, epochs=10_000,
                        batch_size=48, seed=args.seed, device=args.device, num_threads=args.threads,
-                       class_weight=args.class_weight, checkpoint_every=10_000)
+                       amp=not args.no_amp, class_weight=args.class_weight, checkpoint_every=10_000)
     timings = {}
     if args.stage1:
         stage1 = Path(args.stage1)
@@ -181,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer.fit()
         stage1 = out / "stage1" / "checkpoint.safetensors"
         timings["stage1_s"] = round(time.time() - t0, 1)
+        provenance["stage1"] = {"file": stage1.name, "trained_here": True, "steps": trainer.step,
+                                "epochs": trainer.epoch, "train_config": json.loads(cfg1.to_json())}
+        _stop_if_collapsed(args, trainer.model, train, "stage 1")
     real = RealPairs(pairs_per_step=args.pairs_per_step, valence=args.valence, valence_weight=args.valence_weight,
                      neutral_valence=means.get("neutral", 0.0), happy_valence=means.get("happiness", 0.4),
                      margin=args.margin, edit_image_weight=args.edit_image_weight,
@@ -191,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg2, train, None, provenance)
     trainer.fit()
     timings["stage2_s"] = round(time.time() - t0, 1)
+    _stop_if_collapsed(args, trainer.model, train, "stage 2")
     provenance["train_seconds"] = timings
     export = Path(args.export) if args.export else out / "pk.safetensors"
     trainer.provenance = provenance
