@@ -7,10 +7,10 @@
 #    stage 1, 1500 steps of E, G, D_em, C and the discriminators (width 32, batch 48, lambda_em 1.0, edit
 #    loss 0.1); stage 2, 1500 steps with 8 London persons' pairs in every step (pair valence, weight 3;
 #    supervised edits, image 1 / code 10); --seed 1 (the stages use 1 and 2).
-#    The shipped run: one H200, bfloat16 autocast, torch 2.11, about 4 minutes while six other runs shared
+#    The shipped run: one H200, bfloat16 autocast, torch 2.11, about 4 minutes while five other runs shared
 #    the GPU. On this project's 2-core CPU (PK_DEVICE=cpu) 3000 steps take several hours (not run here), and
 #    CPU arithmetic differs from CUDA's: the result is close, not identical. Some seeds collapse (4 of 8
-#    from-scratch runs on CUDA): the recipe then stops with a message; try another --seed.
+#    from-scratch runs of 3000 steps on CUDA): the recipe then stops with a message; try another --seed.
 # 2. The categorical head post-trained further on the frozen E's codes of the labelled train faces:
 #    50 epochs, seed 0 (about a minute on a CPU). E, G and D_em are copied bit for bit.
 set -euo pipefail

@@ -476,6 +476,11 @@ def test_add_head_keeps_the_files_weights_and_records_what_it_learned_from(tmp_p
     assert set(c) == set(b) and all(torch.equal(b[k], c[k]) for k in b if not k.startswith("classifier.")), \
         "E, G and D_em copied bit for bit"
     assert not all(torch.equal(b[k], c[k]) for k in b if k.startswith("classifier.")), "the head learned"
+    assert provenance2["classifier"]["previous"]["config"] == provenance["classifier"]["config"], "record kept"
+    # It starts from the file's head: with a zero learning rate the head comes back as the file holds it.
+    same, _ = add_head(str(new), pair_data(), HeadConfig(epochs=1, lr=0.0))
+    d = load_file(save_inference_model(tmp_path / "same.safetensors", same, {}))
+    assert all(torch.equal(b[k], d[k]) for k in b)
 
 
 def test_reading_spread_tells_a_collapsed_pk_from_a_trained_one(media_dir: Path) -> None:
@@ -493,18 +498,21 @@ def test_reading_spread_tells_a_collapsed_pk_from_a_trained_one(media_dir: Path)
     faces = CropSet(np.stack(crops), np.full((len(crops), 2), np.nan, np.float32), [f"f{i}" for i in
                     range(len(crops))], ["media"] * len(crops))
     shipped, _ = load_inference_model(default_weights_path())
-    assert reading_spread(shipped, faces) > 3 * COLLAPSE_SPREAD
+    assert reading_spread(shipped, faces) > 50 * COLLAPSE_SPREAD
+    assert reading_spread(PK(tiny()), faces) < COLLAPSE_SPREAD, "an untrained PK reads every face alike too"
     collapsed = PK(tiny())
     torch.nn.init.zeros_(collapsed.emotion.net[2].weight)  # D_em's last linear layer: one reading for every code
     assert reading_spread(collapsed, faces) < COLLAPSE_SPREAD
 
 
-def test_recipe_stops_before_training_on_or_exporting_a_collapsed_pk(tmp_path: Path, media_dir: Path) -> None:
+def test_recipe_stops_before_training_on_or_exporting_a_collapsed_pk(tmp_path: Path, media_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The recipe run end to end on real faces: a PK whose D_em reads every face alike (here: untrained, the
     faces being fewer than a batch) stops the run after stage 1 and nothing is exported, unless asked."""
     import shutil
 
-    from affective_memory_ros.pk.recipe import main
+    from affective_memory_ros.pk import recipe
+    from affective_memory_ros.pk.recipe import COLLAPSE_SPREAD, main
 
     folder = tmp_path / "faces"
     folder.mkdir()
@@ -524,6 +532,14 @@ def test_recipe_stops_before_training_on_or_exporting_a_collapsed_pk(tmp_path: P
     assert main([*args, "--skip-collapse-check"]) == 0 and export.is_file()
     _, provenance = load_inference_model(export)
     assert provenance["stage1"]["trained_here"] and provenance["stage1"]["train_config"]["max_steps"] == 2
+    assert provenance["stage1"]["valence_spread"] < COLLAPSE_SPREAD and "valence_spread" in provenance
+    # A stage 1 that spread its readings and a stage 2 that collapsed: still nothing is exported.
+    export.unlink()
+    spreads = iter([0.3, 0.0])
+    monkeypatch.setattr(recipe, "reading_spread", lambda model, faces: next(spreads))
+    with pytest.raises(SystemExit, match="stage 2 collapsed"):
+        recipe.main(args)
+    assert not export.exists()
 
 
 def test_shipped_model_records_its_recipe_and_trained_on_the_train_split_only() -> None:

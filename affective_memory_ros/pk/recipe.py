@@ -13,14 +13,16 @@ videos as one group each):
 * frames of the bundled videos: reconstruction and the adversarial losses only.
 
 Stage 1 trains the PK with the categorical head from scratch on every face
-(no pair losses): the generic model; ``--stage1 FILE`` starts from a given
-model instead (the shipped chain: ``scripts/train_default_pk.sh``). Stage 2
-continues from stage 1's weights (discriminators included when stage 1 is a
-training checkpoint; an inference file has none, so they start fresh; fresh
-optimisers) with the real pairs added to every step.
+(no pair losses): the generic model (the shipped PK: ``scripts/train_default_pk.sh``);
+``--stage1 FILE`` starts from a given model instead. Stage 2 continues from
+stage 1's weights (discriminators included when stage 1 is a training
+checkpoint; an inference file has none, so they start fresh; fresh
+optimisers) with the real pairs added to every step. After each stage D_em's
+spread over the training faces is checked: a collapsed model (every face read
+alike) stops the run (:func:`reading_spread`).
 
-``--head-only FILE`` trains nothing but a categorical head for FILE's PK
-(:func:`add_head`). ``--dev-fold`` also holds each labelled folder's dev fold
+``--head-only FILE`` trains nothing but a categorical head for FILE's PK, or
+post-trains the head FILE has (:func:`add_head`). ``--dev-fold`` also holds each labelled folder's dev fold
 (:func:`~affective_memory_ros.facesets.dev_fold_mask`) out of training, for
 choices; ``--report`` covers London ``tune`` and, with ``--dev-fold``, the
 DiffusionFER dev fold: never ``val``. Faces are cut and cached by
@@ -85,31 +87,35 @@ def load_training_faces(diffusionfer: list[str], london: list[str], videos: list
     return CropSet.concat(parts), counts
 
 
-#: Below this standard deviation of D_em's valence over the training faces, stage 1 has collapsed: in
-#: collapsed runs seen here every face read the same to three decimals (docs/pk.md, "Collapse");
-#: a trained PK spreads DiffusionFER's faces over most of [-1, 1] (std about 0.4).
-COLLAPSE_SPREAD = 0.02
+#: Below this standard deviation of D_em's valence over the training faces, a model has collapsed (or was
+#: never trained): the collapsed runs seen here read 0.0000, an untrained PK about 0.0001, runs of 360
+#: steps 0.018-0.19 and trained ones 0.33-0.35 (docs/pk.md, "Collapse").
+COLLAPSE_SPREAD = 1e-3
 
 
-def reading_spread(model: PK, faces: CropSet, limit: int = 512) -> float:
-    """The standard deviation of D_em's valence over (at most ``limit`` of) ``faces``: ~0 when training has
-    collapsed to one reading for every face, which the losses alone do not show clearly."""
+def reading_spread(model: PK, faces: CropSet, limit: int = 1024) -> float:
+    """The standard deviation of D_em's valence over ``faces`` (at most ``limit`` of them, evenly spaced, so
+    that every source and class is in it): ~0 when training has collapsed to one reading for every face,
+    which the losses alone do not show clearly."""
     from .train import predict
 
     device = next(model.parameters()).device
-    return float(predict(model, faces.crops[:limit], device)[:, 1].std())
+    pick = np.unique(np.linspace(0, len(faces) - 1, min(limit, len(faces))).round().astype(int))
+    return float(predict(model, faces.crops[pick], device)[:, 1].std())
 
 
-def _stop_if_collapsed(args: argparse.Namespace, model: PK, train: CropSet, stage: str) -> None:
-    """Stop instead of training on (or exporting) a collapsed PK; ``--skip-collapse-check`` for short smoke
-    runs, whose D_em has not spread its readings yet."""
-    if args.skip_collapse_check:
-        return
+def _stop_if_collapsed(args: argparse.Namespace, model: PK, train: CropSet, stage: str) -> float:
+    """D_em's spread over the training faces (recorded in the provenance); stops instead of training on (or
+    exporting) a collapsed PK, unless ``--skip-collapse-check`` (smoke runs of a few steps)."""
     spread = reading_spread(model, train)
+    if args.skip_collapse_check:
+        return spread
     if spread < COLLAPSE_SPREAD:
-        raise SystemExit(f"{stage} collapsed: D_em reads every training face alike (valence std {spread:.4f} < "
+        raise SystemExit(f"{stage} collapsed: D_em reads every training face alike (valence std {spread:.5f} < "
                          f"{COLLAPSE_SPREAD}); nothing was exported. Run again with another --seed (docs/pk.md, "
-                         f"'Collapse'), or pass --skip-collapse-check for a short smoke run")
+                         f"'Collapse'); a smoke run of a few steps, or one without A/V-labelled faces, needs "
+                         f"--skip-collapse-check")
+    return spread
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +175,8 @@ def add_head(path: str, train: CropSet, cfg: HeadConfig) -> tuple[PK, dict[str, 
     continued = "classifier" in parts
     losses = post_train_classifier(model, train, cfg)
     counts = np.bincount(np.asarray(train.classes)[np.asarray(train.classes) >= 0], minlength=NUM_EXPRESSIONS)
-    provenance = {**provenance, "classifier": {
+    earlier = {"previous": provenance["classifier"]} if "classifier" in provenance else {}
+    provenance = {**provenance, "classifier": {**earlier,
         "how": "post-trained alone on the frozen E's codes (affective_memory_ros.pk.train.post_train_classifier)",
         "config": dataclasses.asdict(cfg), "from": Path(path).name,
         "parts_kept": [part for part in parts if part != "classifier"], "continued_from_files_head": continued,
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = {}
     if args.stage1:
         stage1 = Path(args.stage1)
-        # What the given stage 1 was itself trained on (its data, recipe and, for the shipped chain, its head).
+        # What the given stage 1 was itself trained on (its data, recipe and, for a chain of runs, its head).
         provenance["stage1"] = {"file": stage1.name, "provenance": read_provenance(stage1)}
     else:
         cfg1 = dataclasses.replace(base, out_dir=str(out / "stage1"), max_steps=args.stage1_steps)
@@ -216,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         stage1 = out / "stage1" / "checkpoint.safetensors"
         timings["stage1_s"] = round(time.time() - t0, 1)
         provenance["stage1"] = {"file": stage1.name, "trained_here": True, "steps": trainer.step,
-                                "epochs": trainer.epoch, "train_config": json.loads(cfg1.to_json())}
-        _stop_if_collapsed(args, trainer.model, train, "stage 1")
+                                "epochs": trainer.epoch, "train_config": json.loads(cfg1.to_json()),
+                                "valence_spread": round(_stop_if_collapsed(args, trainer.model, train, "stage 1"), 5)}
     real = RealPairs(pairs_per_step=args.pairs_per_step, valence=args.valence, valence_weight=args.valence_weight,
                      neutral_valence=means.get("neutral", 0.0), happy_valence=means.get("happiness", 0.4),
                      margin=args.margin, edit_image_weight=args.edit_image_weight,
@@ -228,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg2, train, None, provenance)
     trainer.fit()
     timings["stage2_s"] = round(time.time() - t0, 1)
-    _stop_if_collapsed(args, trainer.model, train, "stage 2")
+    provenance["valence_spread"] = round(_stop_if_collapsed(args, trainer.model, train, "stage 2"), 5)
     provenance["train_seconds"] = timings
     export = Path(args.export) if args.export else out / "pk.safetensors"
     trainer.provenance = provenance
