@@ -244,7 +244,7 @@ class AffectPipeline:
             estimates.append(PersonEstimate(
                 pid, boxes[i].copy(), reading.arousal if reading else a, reading.valence if reading else v,
                 a, v, reading.confidence if reading else 0.0, expression, expression_p, reading is None,
-                person.memory.summary().num_neurons if person is not None else 0))
+                person.memory.num_neurons if person is not None else 0))
         t5 = time.perf_counter()
         self._schedule_seeding(ids, enc.edit_sources)
         self._collect()

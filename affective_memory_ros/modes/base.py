@@ -170,6 +170,12 @@ class PersonMemory(abc.ABC):
     def recall(self, face: Face) -> Reading:
         """The memory's reading of one face (only called when :attr:`ready`)."""
 
+    @property
+    @abc.abstractmethod
+    def num_neurons(self) -> int:
+        """How many neurons the memory holds: published with every frame's estimate, so it must be cheap
+        (:meth:`summary` also computes means and the calibration)."""
+
     @abc.abstractmethod
     def summary(self) -> MemorySummary: ...
 

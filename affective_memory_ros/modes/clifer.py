@@ -348,11 +348,15 @@ class CliferMemory(PersonMemory):
                              float(main.class_share[0]), names[1], names[0])
 
     # ------------------------------------------------------------- views
+    @property
+    def num_neurons(self) -> int:
+        return len(self.dual.episodic) + len(self.dual.semantic)
+
     def summary(self) -> MemorySummary:
         e = self.dual.episodic
         held = e.av_count > 0
         mean = e.av[held].mean(axis=0) if held.any() else np.zeros(2, np.float32)
-        return MemorySummary(len(e) + len(self.dual.semantic), e.num_edges + self.dual.semantic.num_edges,
+        return MemorySummary(self.num_neurons, e.num_edges + self.dual.semantic.num_edges,
                              self.frames, float(mean[0]), float(mean[1]))
 
     def plane(self) -> MemoryPlane:

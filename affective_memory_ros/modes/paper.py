@@ -97,9 +97,13 @@ class PaperMemory(PersonMemory):
         return Reading(a, v, float(r.activity))
 
     # ------------------------------------------------------------- views
+    @property
+    def num_neurons(self) -> int:
+        return self.net.num_neurons
+
     def summary(self) -> MemorySummary:
         mean = self.net.mean_labels() if len(self.net) else np.zeros(2, np.float32)
-        return MemorySummary(self.net.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
+        return MemorySummary(self.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
 
     def plane(self) -> MemoryPlane:
         return MemoryPlane(np.asarray(self.net.labels), np.asarray(self.net.habituation), np.asarray(self.net.born))

@@ -307,9 +307,13 @@ class PersonalMemory(PersonMemory):
         return self._smooth
 
     # ------------------------------------------------------------- views
+    @property
+    def num_neurons(self) -> int:
+        return self.net.num_neurons
+
     def summary(self) -> MemorySummary:
         mean = (self.net.mean_labels() - self.offset()) if len(self.net) else np.zeros(2, np.float32)
-        return MemorySummary(self.net.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
+        return MemorySummary(self.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
 
     def plane(self) -> MemoryPlane:
         labels = np.clip(np.asarray(self.net.labels) - self.offset(), -1.0, 1.0)

@@ -57,9 +57,13 @@ class SelfAffectiveMemory(PersonMemory):
         activity = self.net.recall(np.clip(np.asarray(face.av, np.float32), -1.0, 1.0)).activity
         return Reading(a, v, float(activity))
 
+    @property
+    def num_neurons(self) -> int:
+        return self.net.num_neurons
+
     def summary(self) -> MemorySummary:
         mean = self.net.weights.mean(axis=0) if len(self.net) else np.zeros(2, np.float32)
-        return MemorySummary(self.net.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
+        return MemorySummary(self.num_neurons, self.net.num_edges, self.net.steps, float(mean[0]), float(mean[1]))
 
     def plane(self) -> MemoryPlane:
         """The neurons' weights are points on the arousal/valence plane themselves."""

@@ -811,7 +811,7 @@ class AffectiveMemoryNode(LifecycleNode):
             loaded = store.read(path, expected_id=None if req.import_memory else req.person_id)
             with self._locked():
                 person = pipeline.install(req.person_id, loaded)
-                neurons = person.memory.summary().num_neurons
+                neurons = person.memory.num_neurons
             res.success, res.num_neurons = True, neurons
             res.message = f"loaded {req.person_id} from {path} ({neurons} neurons)"
         except FileNotFoundError:
