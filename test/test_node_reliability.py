@@ -101,25 +101,29 @@ class Graph:
             time.sleep(1.0 / fps)
         time.sleep(1.0)
 
-    def play_until_seen(self, frames: list[np.ndarray], times: int = 12, fps: float = 10.0, **kw: Any) -> str:
-        """Play ``frames`` (looping) until the last ``times`` messages name one person; returns that person.
+    def play_until_seen(self, frames: list[np.ndarray], times: int = 12, fps: float = 10.0,
+                        seeded: bool = False, **kw: Any) -> str:
+        """Play ``frames`` (looping) until the last ``times`` messages name one person (and, with ``seeded``,
+        the newest says that person's memory is no longer seeding); returns that person.
 
-        The node processes the newest frame and drops the rest, so how many of
-        the frames it sees depends on the machine: loop, don't count frames.
-        The *last* messages decide, not the most frequent: a returning person
-        is published under a new ID for their first ``PROBE_FRAMES - 1`` frames
-        and then under their own once recognised (tracking.py's probation), and
-        with fast delivery those first frames can outnumber the rest after one
-        pass of the clip.
+        The node processes the newest frame and drops the rest, and seeds in a
+        worker process, so how many frames it sees and how many of them a
+        seeding takes depend on the machine and its load: loop, don't count
+        frames. The *last* messages decide, not the most frequent: a returning
+        person is published under a new ID for their first ``PROBE_FRAMES - 1``
+        frames and then under their own once recognised (tracking.py's
+        probation), and with fast delivery those first frames can outnumber the
+        rest after one pass of the clip.
         """
         start = len(self.av)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             self.play(frames, fps=fps, **kw)
-            last = [m.person_id for m in self.av[start:]][-times:]
-            if len(last) == times and len(set(last)) == 1:
-                return last[0]
-        pytest.fail("the node did not process enough frames:\n" + self.node.log[-3000:])
+            last = self.av[start:][-times:]
+            if len(last) == times and len({m.person_id for m in last}) == 1 and not (seeded and last[-1].seeding):
+                return last[-1].person_id
+        pytest.fail(f"the node did not process enough frames{' or seed' if seeded else ''}:\n"
+                    + self.node.log[-3000:])
 
     def call(self, srv_type: Any, name: str, **fields: Any) -> Any:
         client = self.camera.create_client(srv_type, name)
@@ -170,6 +174,27 @@ def ids_of(messages: list[Any]) -> set[str]:
     return {m.person_id for m in messages}
 
 
+def provisional_ids(messages: list[Any], person: str) -> set[str]:
+    """The IDs other than ``person`` in one person's run, each checked to be a provisional ID.
+
+    A track that breaks (the clip loops back to its first frame; under load the
+    node drops many frames in between) and whose first frame appearance does
+    not recognise gets a new ID on probation, which its probation's mean then
+    retires into the person's own (tracking.py): published for at most
+    ``PROBE_FRAMES - 1`` frames. How many tracks break is up to the machine's
+    load; that each such ID is short-lived, is not.
+    """
+    from collections import Counter
+
+    from affective_memory_ros.perception.appearance import PROBE_FRAMES
+
+    counts = Counter(m.person_id for m in messages)
+    others = {pid: n for pid, n in counts.items() if pid != person}
+    assert all(n <= PROBE_FRAMES - 1 for n in others.values()), ("more than a probation under another ID", person,
+                                                                 counts)
+    return set(others)
+
+
 # ------------------------------------------------------------------ identity across restarts
 def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict[str, str], tmp_path: Path,
                                                                   faces: dict[str, list[np.ndarray]]) -> None:
@@ -182,6 +207,7 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
 
     store = tmp_path / "store"
     runs: list[list[Any]] = []
+    final: list[str] = []  # each run's person, as the run's last messages name them
     frames_seen: list[dict[str, int]] = []
     for who in ("man", "woman", "man"):
         topic = f"/restarts/run{len(runs)}/image"
@@ -189,7 +215,7 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
         node = NodeProcess(ros_env, f"store_dir:={store}", camera=topic)
         try:
             g.wait_for_node(node)
-            g.play_until_seen(faces[who])
+            final.append(g.play_until_seen(faces[who], seeded=who == "man"))
             code, _ = node.stop()
             assert code == 0, node.log[-3000:]
             runs.append(list(g.av))
@@ -198,25 +224,20 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
         finally:
             g.close()
         assert runs[-1], f"no output for the {who}:\n{node.log[-3000:]}"
-    man, woman, man_again = (ids_of(r) for r in runs)
-    assert len(man) == 1 and len(woman) == 1
-    assert woman != man, "a new face gets a new ID, never a stored person's"
+    him, her, him_again = final
+    provisional = [provisional_ids(run, person) for run, person in zip(runs, final, strict=True)]
+    assert her != him and him not in ids_of(runs[1]), "a new face gets a new ID, never a stored person's"
     assert runs[1][0].seeding, "and a fresh memory from its first frame"
     files = sorted(p.stem for p in store.glob("*.safetensors"))
-    assert files == sorted(man | woman), "two people, two files"
+    assert files == sorted({him, her}), "two people, two files: a provisional ID is never stored"
     # A returning face that one frame does not recognise is published under a provisional ID until its
-    # probation's mean recognises it (tracking.py): at most PROBE_FRAMES - 1 messages, whichever frames DDS
-    # happens to deliver first. From then on, and in the store, he is only himself.
-    from affective_memory_ros.perception.appearance import PROBE_FRAMES
-
-    assert ids_of(runs[2][PROBE_FRAMES - 1:]) == man, "the same person returning after a restart gets his own ID"
-    assert len(man_again - man) <= 1, man_again
-    assert sorted(p.stem for p in store.glob("*.safetensors")) == files, "a provisional ID is never stored"
+    # probation's mean recognises it (provisional_ids): from then on, and in the store, he is only himself.
+    assert him_again == him, "the same person returning after a restart gets his own ID"
+    assert ids_of(runs[2]) == {him} | provisional[2]
     assert not runs[2][-1].seeding and runs[2][-1].num_neurons > 0
-    (him,) = man
     assert frames_seen[2][him] >= frames_seen[0][him] + len(runs[2]) - 8, \
         "his own memory came back and went on learning (not a fresh one under his ID)"
-    assert frames_seen[2][next(iter(woman))] == frames_seen[1][next(iter(woman))], "hers was not touched"
+    assert frames_seen[2][her] == frames_seen[1][her], "hers was not touched"
 
 
 # ------------------------------------------------------------------ crash
@@ -231,7 +252,7 @@ def test_autosave_keeps_a_learned_memory_through_a_crash(ros_env: dict[str, str]
     node = NodeProcess(ros_env, f"store_dir:={store}", "autosave_period:=1.0", camera=graph.camera.pub.topic_name)
     try:
         graph.wait_for_node(node)
-        man = graph.play_until_seen(faces["man"])
+        man = graph.play_until_seen(faces["man"], seeded=True)
         path = store / f"{man}.safetensors"
         deadline = time.monotonic() + 30
         while not path.exists() and time.monotonic() < deadline:
@@ -275,7 +296,7 @@ def test_a_full_disk_loses_no_memory_and_shutdown_still_exits_0(ros_env: dict[st
 
     try:
         graph.wait_for_node(node)
-        man = graph.play_until_seen(faces["man"])
+        man = graph.play_until_seen(faces["man"], seeded=True)
         man_before = [m for m in graph.av if m.person_id == man][-1].num_neurons
         woman = graph.play_until_seen(faces["woman"])
         assert woman != man
