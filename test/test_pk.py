@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -331,6 +332,29 @@ def test_class_loss_is_wired_only_with_a_head() -> None:
     # Unknown classes (-1) take no part: a batch without any known class gives a zero loss.
     logs = with_head.train_step(x, y, torch.Generator().manual_seed(0), torch.full((8,), -1))
     assert logs["cls"] == 0.0
+
+
+def test_detached_class_loss_trains_the_head_and_never_shapes_e() -> None:
+    """class_detach: E, G and D_em after three steps are bit for bit those of a run without any class loss, while
+    C learns; without it the class loss does reach E (so the comparison can tell the two apart)."""
+    data = pair_data()
+
+    def run(**kw: Any) -> Trainer:
+        trainer = Trainer(TrainConfig(model=tiny(num_classes=8), device="cpu", batch_size=8, out_dir="/tmp/unused",
+                                      seed=3, **kw), data)
+        x, y = next(trainer.batches(0))
+        for step in range(3):
+            trainer.train_step(x, y, torch.Generator().manual_seed(step), trainer.c[:8])
+        return trainer
+
+    start = Trainer(TrainConfig(model=tiny(num_classes=8), device="cpu", out_dir="/tmp/unused", seed=3), data).model
+    detached, none, attached = run(class_detach=True), run(class_weight=0.0), run()
+    for part in ("encoder", "generator", "emotion"):
+        a, b = getattr(detached.model, part).state_dict(), getattr(none.model, part).state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), part
+    enc_a, enc_b = detached.model.encoder.state_dict(), attached.model.encoder.state_dict()
+    assert not all(torch.equal(v, enc_b[k]) for k, v in enc_a.items()), "the attached class loss shapes E"
+    assert not torch.equal(detached.model.classifier.net[0].weight, start.classifier.net[0].weight), "C learns"
 
 
 def test_person_pairs_and_cropset_classes_round_trip(tmp_path: Path) -> None:

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-em", type=float, default=1.0)
     p.add_argument("--edit-weight", type=float, default=0.1)
     p.add_argument("--class-weight", type=float, default=1.0)
+    p.add_argument("--class-detach", action="store_true",
+                   help="the categorical head reads a detached z: the class loss never shapes E (both stages)")
     p.add_argument("--stage1-steps", type=int, default=400)
     p.add_argument("--stage1", help="reuse this stage-1 training checkpoint instead of training stage 1")
     p.add_argument("--stage2-steps", type=int, default=60)
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     base = TrainConfig(model=PKConfig(width=args.width, num_classes=NUM_EXPRESSIONS),
                        lambdas=Lambdas(em=args.lambda_em), edit_weight=args.edit_weight, epochs=10_000,
                        batch_size=48, seed=args.seed, device=args.device, num_threads=args.threads,
-                       amp=not args.no_amp, class_weight=args.class_weight, checkpoint_every=10_000)
+                       amp=not args.no_amp, class_weight=args.class_weight, class_detach=args.class_detach,
+                       checkpoint_every=10_000)
     timings = {}
     if args.stage1:
         stage1 = Path(args.stage1)

@@ -19,7 +19,8 @@ can reconstruct perfectly while ignoring y.
 Ours, for real faces (docs/pk.md, "Real faces"):
 
 * L_cls = cross-entropy of the categorical head C on every face with an
-  expression label (``class_weight``);
+  expression label (``class_weight``; with ``class_detach`` it trains C alone,
+  on a detached z, and never shapes E);
 * real pairs (:class:`RealPairs`): each step also takes ``pairs_per_step``
   persons photographed neutral and smiling (both photos, one shared
   augmentation) and adds
@@ -121,6 +122,9 @@ class TrainConfig:
     num_threads: int | None = None
     #: Weight of the categorical head's cross-entropy (only where the model has the head).
     class_weight: float = 1.0
+    #: The head reads a detached z: the class loss trains C alone and never shapes E's code (as D_em's
+    #: reader in the ablations without use_em). Against E fitting the labelled faces' classes (docs/pk.md).
+    class_detach: bool = False
     real: RealPairs = field(default_factory=RealPairs)
     #: Weights to start from (a training checkpoint or an inference file); parts it lacks start fresh.
     init_from: str | None = None
@@ -299,7 +303,8 @@ class Trainer:
                                    torch.full((k,), HAPPY, device=self.device)])
                 known = c >= 0
                 n_known = self._all_sum(known.sum().float())
-                ce = F.cross_entropy(self.ddp["classifier"](z_all).float(), c.clamp(min=0), reduction="none")
+                z_cls = z_all.detach() if cfg.class_detach else z_all
+                ce = F.cross_entropy(self.ddp["classifier"](z_cls).float(), c.clamp(min=0), reduction="none")
                 loss_cls = (ce * known).sum() * self.world / n_known.clamp(min=1)
                 loss = loss + cfg.class_weight * loss_cls
                 logs["cls"] = loss_cls.item() / self.world
