@@ -233,10 +233,14 @@ def test_a_stranger_never_inherits_a_stored_memory_across_restarts(ros_env: dict
     # A returning face that one frame does not recognise is published under a provisional ID until its
     # probation's mean recognises it (provisional_ids): from then on, and in the store, he is only himself.
     assert him_again == him, "the same person returning after a restart gets his own ID"
-    assert ids_of(runs[2]) == {him} | provisional[2]
+    assert not provisional[2] & {him, her}, "his first frames are under a new ID, never a stored person's"
     assert not runs[2][-1].seeding and runs[2][-1].num_neurons > 0
-    assert frames_seen[2][him] >= frames_seen[0][him] + len(runs[2]) - 8, \
+    # Every message under his ID that is not seeding was a frame his memory learned (pipeline._faces); DDS
+    # may drop messages, never add them.
+    learned = sum(m.person_id == him and not m.seeding for m in runs[2])
+    assert frames_seen[2][him] >= frames_seen[0][him] + learned, \
         "his own memory came back and went on learning (not a fresh one under his ID)"
+    assert frames_seen[1][him] == frames_seen[0][him], "his was not touched while she was in view"
     assert frames_seen[2][her] == frames_seen[1][her], "hers was not touched"
 
 

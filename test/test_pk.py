@@ -341,10 +341,10 @@ def test_detached_class_loss_trains_the_head_and_never_shapes_e() -> None:
 
     def run(**kw: Any) -> Trainer:
         trainer = Trainer(TrainConfig(model=tiny(num_classes=8), device="cpu", batch_size=8, out_dir="/tmp/unused",
-                                      seed=3, **kw), data)
+                                      seed=3, real=RealPairs(pairs_per_step=2), **kw), data)
         x, y = next(trainer.batches(0))
-        for step in range(3):
-            trainer.train_step(x, y, torch.Generator().manual_seed(step), trainer.c[:8])
+        for step in range(3):  # with real pairs: their photos' neutral/happy classes take part too
+            trainer.train_step(x, y, torch.Generator().manual_seed(step), trainer.c[:8], trainer.pair_batch())
         return trainer
 
     start = Trainer(TrainConfig(model=tiny(num_classes=8), device="cpu", out_dir="/tmp/unused", seed=3), data).model

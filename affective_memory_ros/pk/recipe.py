@@ -188,7 +188,10 @@ def add_head(path: str, train: CropSet, cfg: HeadConfig) -> tuple[PK, dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.head_only and args.class_detach:
+        parser.error("--class-detach is a training option; --head-only trains the head alone anyway")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     started = time.time()
