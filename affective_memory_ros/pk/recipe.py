@@ -119,6 +119,8 @@ def _stop_if_collapsed(args: argparse.Namespace, model: PK, train: CropSet, stag
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The recipe's options; their defaults are the shipped PK's settings (``scripts/train_default_pk.sh`` adds
+    only the data, ``--seed 1`` and where to write)."""
     p = argparse.ArgumentParser(prog="python -m affective_memory_ros.pk.recipe", description=__doc__.split("\n")[0])
     p.add_argument("--diffusionfer", action="append", default=[], metavar="DIR", help="A/V + class faces")
     p.add_argument("--london", action="append", default=[], metavar="DIR", help="real neutral/smiling people")
@@ -141,12 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weight", type=float, default=1.0)
     p.add_argument("--class-detach", action="store_true",
                    help="the categorical head reads a detached z: the class loss never shapes E (both stages)")
-    p.add_argument("--stage1-steps", type=int, default=400)
+    p.add_argument("--stage1-steps", type=int, default=1500)
     p.add_argument("--stage1", help="reuse this stage-1 training checkpoint instead of training stage 1")
-    p.add_argument("--stage2-steps", type=int, default=60)
+    p.add_argument("--stage2-steps", type=int, default=1500)
     p.add_argument("--pairs-per-step", type=int, default=8)
     p.add_argument("--valence", default="pair", choices=("none", "class", "rank", "pair"))
-    p.add_argument("--valence-weight", type=float, default=1.0)
+    p.add_argument("--valence-weight", type=float, default=3.0)
     p.add_argument("--margin", type=float, help="hinge margin (default: happy - neutral class mean valence)")
     p.add_argument("--edit-image-weight", type=float, default=1.0)
     p.add_argument("--edit-code-weight", type=float, default=10.0)
