@@ -47,7 +47,8 @@ VARIANTS = {
 }
 if SMOKE:
     VARIANTS = {k: v for k, v in VARIANTS.items() if k.endswith("s1")}
-KEEP = ("person_auc", "smile_valence", "neutral_abs_valence", "happy_neutral_accuracy", "accuracy")
+#: The four London tune targets of the rule.
+TUNE_TARGETS = ("person_auc", "smile_valence", "neutral_abs_valence", "happy_neutral_accuracy")
 results: dict = {"started": time.strftime("%H:%M:%S")}
 
 
@@ -70,7 +71,7 @@ def start(name: str, args: list[str], timeout: float) -> subprocess.Popen:
 def summary(report: Path) -> dict:
     models = json.loads(report.read_text())["models"]["model"]
     tune, dev = models.get("london_tune", {}), models.get("diffusionfer_dev", {})
-    return {"tune": {k: tune.get(k) for k in KEEP if k != "accuracy"},
+    return {"tune": {k: tune.get(k) for k in TUNE_TARGETS},
             "dev": {k: dev.get(k) for k in ("accuracy", "macro_f1", "ccc_arousal", "ccc_valence")}}
 
 
